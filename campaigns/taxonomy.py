@@ -1,0 +1,91 @@
+"""The category taxonomy shared by campaigns, simulation, features and serving.
+
+Leaves are ``top/leaf`` ids (``sports/running_shoes``). The sensitive tops (health,
+religion, politics, sexuality, minors) exist so that detections and intents can be
+*recognised* as sensitive and dropped: they may never be targeted or become features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SENSITIVE_TOPS: frozenset[str] = frozenset({"health", "religion", "politics", "sexuality", "minors"})
+
+_TREE: dict[str, tuple[str, ...]] = {
+    "grocery": ("fresh_produce", "dairy", "bakery", "meat", "seafood", "snacks", "beverages", "coffee", "tea", "frozen_food", "breakfast_cereal", "pasta_rice"),
+    "beauty": ("skincare", "makeup", "haircare", "fragrance", "nail_care", "mens_grooming", "sunscreen", "bath_body"),
+    "sports": ("running_shoes", "gym_equipment", "yoga", "cycling", "swimming", "tennis", "football", "outdoor_hiking", "sports_nutrition", "fitness_trackers"),
+    "fashion": ("sneakers", "dresses", "jeans", "jackets", "t_shirts", "handbags", "watches", "sunglasses", "jewelry", "boots", "hats"),
+    "electronics": ("smartphones", "laptops", "headphones", "tablets", "cameras", "smart_home", "tv", "gaming_consoles", "chargers", "speakers", "smartwatches"),
+    "home": ("furniture", "bedding", "lighting", "decor", "storage", "rugs", "plants", "candles"),
+    "kitchen": ("cookware", "knives", "small_appliances", "coffee_makers", "blenders", "tableware", "bakeware", "food_storage"),
+    "garden": ("tools", "seeds", "outdoor_furniture", "grills", "lawn_care", "planters"),
+    "auto": ("car_care", "tires", "car_electronics", "ev_charging", "motor_oil", "car_accessories"),
+    "travel": ("luggage", "hotels", "flights", "travel_accessories", "backpacks", "car_rental"),
+    "books_media": ("fiction", "nonfiction", "comics", "music", "movies", "podcasts", "magazines"),
+    "toys_games": ("board_games", "puzzles", "video_games", "building_sets", "outdoor_toys"),
+    "pets": ("dog_food", "cat_food", "pet_toys", "pet_care", "aquarium"),
+    "office": ("stationery", "office_chairs", "desks", "printers", "notebooks", "pens"),
+    "diy": ("power_tools", "hand_tools", "paint", "hardware", "electrical"),
+    "food_delivery": ("pizza", "sushi", "burgers", "salads", "desserts", "coffee_to_go"),
+    "entertainment": ("concerts", "cinema", "theatre", "museums", "events", "streaming_services"),
+    "finance": ("credit_cards", "banking", "insurance", "investing"),
+    "baby": ("diapers", "strollers", "baby_food", "baby_clothes"),
+    "wine_spirits": ("red_wine", "white_wine", "beer", "spirits"),
+    "health": ("pharmacy", "medical_devices", "mental_health", "supplements", "fertility", "diagnostics"),
+    "religion": ("religious_books", "places_of_worship", "religious_items"),
+    "politics": ("political_parties", "campaign_merchandise", "advocacy"),
+    "sexuality": ("dating", "adult_products", "lgbtq_services"),
+    "minors": ("kids_apps", "school_supplies_for_kids", "teen_fashion"),
+}
+
+
+@dataclass(frozen=True)
+class Category:
+    id: str          # "sports/running_shoes"
+    top: str         # "sports"
+    leaf: str        # "running_shoes"
+    sensitive: bool
+
+    @property
+    def label(self) -> str:
+        return self.leaf.replace("_", " ")
+
+
+class Taxonomy:
+    """Immutable lookup over the category tree; build once and pass it around."""
+
+    def __init__(self, tree: dict[str, tuple[str, ...]] | None = None) -> None:
+        tree = tree or _TREE
+        self._by_id = {
+            f"{top}/{leaf}": Category(f"{top}/{leaf}", top, leaf, top in SENSITIVE_TOPS)
+            for top, leaves in tree.items()
+            for leaf in leaves
+        }
+        self._tops = tuple(tree)
+
+    def __contains__(self, category_id: str) -> bool:
+        return category_id in self._by_id or category_id in self._tops
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, category_id: str) -> Category:
+        try:
+            return self._by_id[category_id]
+        except KeyError:
+            close = [c for c in self._by_id if category_id.split("/")[-1] in c][:3]
+            hint = f"; did you mean {', '.join(close)}?" if close else "; run 'sightline campaigns categories' to list them"
+            raise KeyError(f"unknown category {category_id!r}{hint}") from None
+
+    @property
+    def tops(self) -> tuple[str, ...]:
+        return self._tops
+
+    def leaves(self, *, include_sensitive: bool = False) -> list[Category]:
+        return [c for c in self._by_id.values() if include_sensitive or not c.sensitive]
+
+    def is_sensitive(self, category_id: str) -> bool:
+        """True for a sensitive leaf or top; unknown ids are not sensitive (validate them separately)."""
+        top = category_id.split("/", 1)[0]
+        return top in SENSITIVE_TOPS

@@ -1,0 +1,240 @@
+"""The one typed settings object, read once at the edge and passed down.
+
+Resolution order (later wins): profile defaults → TOML file (``SIGHTLINE_CONFIG`` or
+``--config``) → ``SIGHTLINE_*`` environment variables. Nested keys use one underscore
+after the section name: ``SIGHTLINE_KAFKA_BOOTSTRAP`` sets ``kafka.bootstrap``.
+Library code receives a ``Settings``; it never reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """The configuration is invalid; the message names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap: str | None = None
+    """External cluster ``host:port[,host:port]``; ``None`` runs the embedded local broker."""
+    port: int = 9092
+    """Preferred port of the local broker; a free one is picked when it is taken."""
+    heap_mb: int = Field(512, ge=128)
+    """JVM heap of the local broker (Kafka's script default of 1 GB is too much for 2 cores)."""
+    partitions: int = Field(4, ge=1)
+    """Partitions of each main topic; consumer workers in one group share them."""
+    retention_hours: int = Field(24 * 30, ge=1)
+    """Topic retention; matches the offline-store retention by default (privacy)."""
+    dlq_retention_hours: int = Field(24 * 7, ge=1)
+    jars_dir: Path | None = None
+    """Apache Kafka jars; ``None`` means ``.kafka/lib`` in the checkout (filled by ``make install``)."""
+    topic_prefix: str = "sightline"
+    replication_factor: int = Field(1, ge=1)
+
+
+class FeastSettings(_Section):
+    project: str = "sightline"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str | None = None
+    """``host:port`` of the Redis online store (profile ``prod``)."""
+
+
+class CampaignStoreSettings(_Section):
+    url: str | None = None
+    """SQLAlchemy URL; ``None`` means a SQLite file in the data directory."""
+    max_bid: float = Field(50.0, gt=0)
+    """Largest CPC bid (or CPM bid) a campaign may set, in its currency."""
+
+
+class ServingSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 50051
+    workers: int = Field(8, ge=1)
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+    feature_refresh_s: float = Field(5.0, gt=0)
+    snapshot_refresh_s: float = Field(2.0, gt=0)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    require_api_key: bool = True
+
+
+class ModelSettings(_Section):
+    registry_dir: Path | None = None
+    """``None`` means ``<data_dir>/models``."""
+    serving_alias: str = "production"
+
+
+class PrivacySettings(_Section):
+    hmac_key: str = "local-development-key-change-me"
+    """Key for pseudonymizing user ids; set a secret one in prod (see SECURITY.md)."""
+    retention_days: int = Field(30, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything Sightline can be configured with; see README 'Configuration'."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SIGHTLINE_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    profile: Literal["local", "prod"] = "local"
+    data_dir: Path = Path("var")
+    """Where the local broker, Feast stores, campaign DB and models keep their files."""
+    kafka: KafkaSettings = KafkaSettings()
+    feast: FeastSettings = FeastSettings()
+    campaigns: CampaignStoreSettings = CampaignStoreSettings()
+    serving: ServingSettings = ServingSettings()
+    models: ModelSettings = ModelSettings()
+    privacy: PrivacySettings = PrivacySettings()
+
+    @model_validator(mode="after")
+    def _check_profile(self) -> "Settings":
+        if self.profile == "prod":
+            missing = []
+            if not self.kafka.bootstrap:
+                missing.append("kafka.bootstrap (SIGHTLINE_KAFKA_BOOTSTRAP=host:9092)")
+            if self.feast.online_store != "redis" or not self.feast.redis_url:
+                missing.append("feast.redis_url (SIGHTLINE_FEAST_REDIS_URL=host:6379)")
+            if not (self.campaigns.url or "").startswith("postgresql"):
+                missing.append("campaigns.url (a postgresql+psycopg:// URL)")
+            if self.privacy.hmac_key == PrivacySettings().hmac_key:
+                missing.append("privacy.hmac_key (a secret, SIGHTLINE_PRIVACY_HMAC_KEY)")
+            if missing:
+                raise ValueError("profile 'prod' needs: " + "; ".join(missing))
+        if self.feast.online_store == "redis" and not self.feast.redis_url:
+            raise ValueError("feast.online_store is 'redis' but feast.redis_url is empty; set SIGHTLINE_FEAST_REDIS_URL=host:6379")
+        return self
+
+    # Derived locations, in one place so no caller builds paths by hand.
+    @property
+    def campaign_db_url(self) -> str:
+        return self.campaigns.url or f"sqlite:///{(self.data_dir / 'campaigns.db').resolve()}"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.models.registry_dir or self.data_dir / "models"
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical stream: ``topic('context')`` → ``sightline.context.v1``."""
+        return f"{self.kafka.topic_prefix}.{name}.v1"
+
+
+def _format_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "settings"
+        env = "SIGHTLINE_" + "_".join(str(p) for p in err["loc"][:2]).upper()
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; see README 'Configuration' for the allowed keys"
+        lines.append(f"  {key}: {msg} (input {err.get('input')!r}; env {env})")
+    return "invalid Sightline settings:\n" + "\n".join(lines)
+
+
+_PROFILE_DEFAULTS: Mapping[str, dict] = {
+    "local": {},
+    "prod": {"feast": {"online_store": "redis"}},
+}
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: object,
+) -> Settings:
+    """Build the settings from profile defaults, an optional TOML file and the environment.
+
+    ``env`` defaults to ``os.environ``; this is the one place that reads it.
+    Raises ``SettingsError`` naming every bad key.
+    """
+    env = dict(os.environ if env is None else env)
+    config_file = config_file or env.get("SIGHTLINE_CONFIG")
+    data: dict = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise SettingsError(f"config file {path} does not exist; fix SIGHTLINE_CONFIG or --config")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    profile = env.get("SIGHTLINE_PROFILE") or overrides.get("profile") or data.get("profile") or "local"
+    if profile not in _PROFILE_DEFAULTS:
+        raise SettingsError(f"profile {profile!r} is unknown; use one of: local, prod (SIGHTLINE_PROFILE)")
+    merged = _deep_merge(_PROFILE_DEFAULTS[profile], data)
+    sightline_env = {k.lower(): v for k, v in env.items() if k.startswith("SIGHTLINE_") and k != "SIGHTLINE_CONFIG"}
+    _check_env_keys(sightline_env)
+    try:
+        from_env = _FixedEnv(Settings, sightline_env)()
+        values = _deep_merge(_deep_merge(merged, from_env), dict(overrides))
+        return _InitOnly(**values)
+    except ValidationError as exc:
+        raise SettingsError(_format_error(exc)) from None
+
+
+def _check_env_keys(env: Mapping[str, str]) -> None:
+    """Refuse a misspelt SIGHTLINE_* variable instead of silently ignoring it."""
+    allowed = set()
+    for name, field in Settings.model_fields.items():
+        allowed.add(name)
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            allowed.update(f"{name}_{child}" for child in sub.model_fields)
+    unknown = sorted(k.upper() for k in env if k.removeprefix("sightline_") not in allowed)
+    if unknown:
+        raise SettingsError(
+            f"unknown setting(s) {', '.join(unknown)}; allowed: "
+            + ", ".join("SIGHTLINE_" + a.upper() for a in sorted(allowed))
+        )
+
+
+def _deep_merge(base: Mapping, top: Mapping) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class _FixedEnv(EnvSettingsSource):
+    """Reads SIGHTLINE_* values from a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._given_env = dict(env)
+        super().__init__(settings_cls, case_sensitive=False)
+
+    def _load_env_vars(self):  # pydantic-settings hook
+        return self._given_env
+
+
+class _InitOnly(Settings):
+    """Settings built from explicit values only (the sources were merged by load_settings)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return (init_settings,)
