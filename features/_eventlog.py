@@ -1,0 +1,85 @@
+"""Sightline's own offline event logs: feedback and exposures as parquet part files.
+
+The streaming stage appends what it consumed (with measurement consent only);
+delivery reports, experiment analysis, training-set building and erasure read or
+rewrite them. Layout: ``<data_dir>/events/<kind>/part-<epoch_ms>-<uuid>.parquet``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+EVENT_KINDS = ("feedback", "exposures")
+
+
+def _schema(kind: str):
+    import pyarrow as pa
+
+    ts = pa.timestamp("us", tz="UTC")
+    if kind == "feedback":
+        return pa.schema([
+            ("event_id", pa.string()), ("event_time", ts), ("user_id", pa.string()),
+            ("type", pa.string()),                 # impression | click | conversion
+            ("impression_token", pa.string()), ("request_id", pa.string()),
+            ("item_kind", pa.string()),            # ad | product
+            ("item_id", pa.string()), ("campaign_id", pa.string()), ("advertiser_id", pa.string()),
+            ("product_sku", pa.string()), ("category", pa.string()), ("position", pa.int32()),
+            ("spend", pa.float64()), ("conversion_value", pa.float64()),
+            ("model_version", pa.string()), ("pctr", pa.float64()), ("app_id", pa.string()),
+            ("device", pa.string()), ("scene", pa.string()), ("objects", pa.list_(pa.string())),
+            ("intent_text", pa.string()), ("location_category", pa.string()), ("region", pa.string()),
+            ("local_hour", pa.int32()), ("local_weekday", pa.int32()),
+            ("experiment_arms", pa.string()),      # JSON object {experiment_id: arm}
+            ("consent_personalization", pa.bool_()), ("consent_measurement", pa.bool_()),
+        ])
+    if kind == "exposures":
+        return pa.schema([
+            ("event_id", pa.string()), ("event_time", ts), ("user_id", pa.string()),
+            ("experiment_id", pa.string()), ("layer", pa.string()), ("arm", pa.string()),
+            ("unit_type", pa.string()), ("unit_id", pa.string()), ("request_id", pa.string()),
+        ])
+    raise ValueError(f"unknown event log {kind!r}; use one of {', '.join(EVENT_KINDS)}")
+
+
+def event_log_schema(kind: str):
+    """The pyarrow schema of an event log (``feedback`` or ``exposures``)."""
+    return _schema(kind)
+
+
+def event_log_dir(data_dir: Path, kind: str) -> Path:
+    _schema(kind)
+    return Path(data_dir) / "events" / kind
+
+
+def append_events(data_dir: Path, kind: str, table) -> Path | None:
+    """Append rows (pyarrow Table, polars or pandas DataFrame) as one new part file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _schema(kind)
+    if not isinstance(table, pa.Table):
+        table = table.to_arrow() if hasattr(table, "to_arrow") else pa.Table.from_pandas(table, preserve_index=False)
+    if table.num_rows == 0:
+        return None
+    table = table.select(schema.names).cast(schema)
+    directory = event_log_dir(data_dir, kind)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = directory / f".{name}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, directory / name)
+    return directory / name
+
+
+def read_events(data_dir: Path, kind: str):
+    """All rows of an event log as a polars DataFrame (empty, correctly typed, if none)."""
+    import polars as pl
+
+    directory = event_log_dir(data_dir, kind)
+    parts = sorted(directory.glob("part-*.parquet")) if directory.exists() else []
+    if not parts:
+        return pl.from_arrow(_schema(kind).empty_table())
+    return pl.read_parquet(parts)
