@@ -73,6 +73,9 @@ else
   say ".venv up to date"
 fi
 
+# 3b. Debian packages for the tests (redis-server, postgresql, chromium)
+bash scripts/system_deps.sh
+
 # 4. generated protobuf code
 bash scripts/gen_proto.sh
 
