@@ -67,6 +67,42 @@ class ServingSettings(_Section):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     require_api_key: bool = True
+    api_key_cache_s: float = Field(5.0, ge=0)
+    """How long a verified API key is trusted without a DB read (revocation delay across processes)."""
+    rate_limit_rps: float = Field(500.0, gt=0)
+    """Default per-key request rate (token bucket refill per second); a key may set its own."""
+    rate_limit_burst: int = Field(1000, ge=1)
+    """Default per-key bucket size (burst); a key may set its own."""
+    token_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    """How long an impression token stays valid for ReportFeedback."""
+    log_buffer: int = Field(100_000, ge=100)
+    """Events the background Kafka logger holds in memory; beyond it Recommend waits (back-pressure, never drops)."""
+
+
+class StreamingSettings(_Section):
+    """Ingestion workers (``sightline ingest``); see docs/streaming.md."""
+
+    group_id: str = "sightline-ingest"
+    """Kafka consumer group shared by every ingest worker."""
+    max_message_bytes: int = Field(64 * 1024, ge=256)
+    """Larger messages go to the DLQ with reason ``oversize``."""
+    max_poll_records: int = Field(5000, ge=1)
+    poll_timeout_ms: int = Field(100, ge=1)
+    flush_interval_s: float = Field(5.0, gt=0)
+    """Offline parquet parts, event logs and offset commits happen at most this often (online pushes every batch)."""
+    recent_n: int = Field(10, ge=1)
+    """Length of the per-user recent scenes/objects/intent-category lists."""
+    top_categories: int = Field(20, ge=1)
+    """Length of the per-user engaged-category arrays."""
+    ctr_prior: float = Field(0.02, ge=0, le=1)
+    ctr_prior_weight: float = Field(50.0, ge=0)
+    """Smoothed CTR = (clicks + ctr_prior * ctr_prior_weight) / (impressions + ctr_prior_weight)."""
+    dedupe_hours: int = Field(24 * 8, ge=1)
+    """How long processed event ids are remembered for de-duplication (longer than the 7 d window)."""
+    intent_matcher: Literal["lexicon", "encoder"] = "lexicon"
+    """How intent text becomes categories; docs/streaming.md has the measurements behind the default."""
+    metrics_port: int | None = None
+    """Prometheus port of worker 0 (worker i uses port + i); ``None`` disables the exporter."""
 
 
 class ModelSettings(_Section):
@@ -99,6 +135,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = FeastSettings()
     campaigns: CampaignStoreSettings = CampaignStoreSettings()
     serving: ServingSettings = ServingSettings()
+    streaming: StreamingSettings = StreamingSettings()
     models: ModelSettings = ModelSettings()
     privacy: PrivacySettings = PrivacySettings()
 
