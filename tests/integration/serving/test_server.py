@@ -1,0 +1,166 @@
+"""build_server against real gRPC on 127.0.0.1: health, reflection, error mapping,
+API-key auth and scopes, per-key rate limits, TLS with a self-signed certificate."""
+
+import subprocess
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from proto import serving_pb2, serving_pb2_grpc
+from serving import ERROR_FIELD_METADATA, ApiKeyStore, Service, build_server, current_caller
+from serving.errors import InvalidRequest, ServerConfigError
+
+pytestmark = pytest.mark.integration
+
+
+class _Servicer(serving_pb2_grpc.RecommendationServiceServicer):
+    """Behaves according to request_id, to exercise the error interceptor."""
+
+    def Recommend(self, request, context):  # noqa: N802
+        if request.request_id == "invalid":
+            raise InvalidRequest("surfaces.ad_slots is 11; use 0..10", field="surfaces.ad_slots")
+        if request.request_id == "boom":
+            raise ValueError("a bug")
+        if request.request_id == "abort":
+            context.abort(grpc.StatusCode.NOT_FOUND, "servicer's own abort")
+        caller = current_caller()
+        return serving_pb2.RecommendResponse(request_id=caller.owner if caller else "anonymous")
+
+    def ReportFeedback(self, request, context):  # noqa: N802
+        return serving_pb2.FeedbackResponse(event_id="ok")
+
+
+def _service():
+    return Service("sightline.v1.RecommendationService", serving_pb2_grpc.add_RecommendationServiceServicer_to_server,
+                   _Servicer(), {"Recommend": "recommend", "ReportFeedback": "feedback"})
+
+
+@pytest.fixture
+def keys(make_settings):
+    settings = make_settings()
+    store = ApiKeyStore.from_settings(settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def running(make_settings, keys):
+    settings = make_settings(serving={"port": 0, "rate_limit_rps": 1, "rate_limit_burst": 1000})
+    server = build_server(settings, [_service()], keys).start()
+    channel = grpc.insecure_channel(server.address)
+    yield server, channel, serving_pb2_grpc.RecommendationServiceStub(channel)
+    channel.close()
+    server.stop(0)
+
+
+def _code(call):
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def test_health_and_reflection_are_public(running):
+    server, channel, _ = running
+    assert server.port > 0
+    health = health_pb2_grpc.HealthStub(channel)
+    assert health.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.SERVING
+    assert health.Check(health_pb2.HealthCheckRequest(
+        service="sightline.v1.RecommendationService")).status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    reply = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"sightline.v1.RecommendationService", "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection"} <= names
+
+
+def test_missing_and_unknown_keys_are_unauthenticated(running):
+    _, _, stub = running
+    err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest()))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "x-api-key" in err.details()
+    err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest(), metadata=[("x-api-key", "slk_nope_x")]))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_scope_is_enforced_per_method(running, keys):
+    _, _, stub = running
+    key = keys.create_key("feedback-only", ["feedback"])
+    assert stub.ReportFeedback(serving_pb2.FeedbackRequest(), metadata=[("x-api-key", key)]).event_id == "ok"
+    err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest(), metadata=[("x-api-key", key)]))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "recommend" in err.details()
+
+
+def test_caller_is_visible_to_the_servicer_and_revocation_bites(running, keys):
+    _, _, stub = running
+    key = keys.create_key("app-one", ["recommend"])
+    assert stub.Recommend(serving_pb2.RecommendRequest(), metadata=[("x-api-key", key)]).request_id == "app-one"
+    from serving import key_id_of
+    keys.revoke(key_id_of(key))
+    err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest(), metadata=[("x-api-key", key)]))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "revoked" in err.details()
+
+
+def test_errors_map_to_status_with_the_bad_field(running, keys):
+    _, _, stub = running
+    md = [("x-api-key", keys.create_key("app", ["recommend"]))]
+    err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest(request_id="invalid"), metadata=md))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "ad_slots" in err.details()
+    assert dict(err.trailing_metadata())[ERROR_FIELD_METADATA] == "surfaces.ad_slots"
+    err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest(request_id="boom"), metadata=md))
+    assert err.code() == grpc.StatusCode.INTERNAL and "ValueError" in err.details()
+    err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest(request_id="abort"), metadata=md))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_rate_limit_answers_resource_exhausted(running, keys):
+    _, _, stub = running
+    md = [("x-api-key", keys.create_key("slow-app", ["recommend"], rate_per_s=0.01, burst=2))]
+    stub.Recommend(serving_pb2.RecommendRequest(), metadata=md)
+    stub.Recommend(serving_pb2.RecommendRequest(), metadata=md)
+    err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest(), metadata=md))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "rate limit" in err.details()
+    # another key is unaffected
+    other = [("x-api-key", keys.create_key("fast-app", ["recommend"]))]
+    stub.Recommend(serving_pb2.RecommendRequest(), metadata=other)
+
+
+def test_oversize_message_is_refused(make_settings):
+    settings = make_settings(serving={"port": 0, "require_api_key": False, "max_message_bytes": 4096})
+    with build_server(settings, [_service()]) as server, grpc.insecure_channel(server.address) as channel:
+        stub = serving_pb2_grpc.RecommendationServiceStub(channel)
+        big = serving_pb2.RecommendRequest(context={"intent_text": "x" * 10_000})
+        err = _code(lambda: stub.Recommend(big))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert stub.Recommend(serving_pb2.RecommendRequest()).request_id == "anonymous"
+
+
+def test_every_method_must_declare_a_scope(make_settings):
+    settings = make_settings(serving={"port": 0, "require_api_key": False})
+    partial = Service("sightline.v1.RecommendationService", serving_pb2_grpc.add_RecommendationServiceServicer_to_server,
+                      _Servicer(), {"Recommend": "recommend"})
+    with pytest.raises(ServerConfigError, match="ReportFeedback"):
+        build_server(settings, [partial])
+    bad = Service("sightline.v1.RecommendationService", serving_pb2_grpc.add_RecommendationServiceServicer_to_server,
+                  _Servicer(), {"Recommend": "admin", "ReportFeedback": "feedback"})
+    with pytest.raises(ServerConfigError, match="unknown scope"):
+        build_server(settings, [bad])
+
+
+def test_tls_with_a_self_signed_certificate(make_settings, tmp_path, keys):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    settings = make_settings(serving={"port": 0, "tls_cert": cert, "tls_key": key})
+    with build_server(settings, [_service()], keys) as server:
+        assert server.tls
+        creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(f"localhost:{server.port}", creds) as channel:
+            stub = serving_pb2_grpc.RecommendationServiceStub(channel)
+            md = [("x-api-key", keys.create_key("tls-app", ["recommend"]))]
+            assert stub.Recommend(serving_pb2.RecommendRequest(), metadata=md, timeout=5).request_id == "tls-app"
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as plain:
+            err = _code(lambda: serving_pb2_grpc.RecommendationServiceStub(plain).Recommend(
+                serving_pb2.RecommendRequest(), timeout=2))
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
