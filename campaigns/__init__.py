@@ -1,0 +1,54 @@
+"""Campaigns: the marketer's domain and its SQL store, plus serving's read side.
+
+Store (SQLAlchemy 2; SQLite by default, PostgreSQL by URL; Alembic migrations run on open)::
+
+    from campaigns import CampaignStore, Advertiser, Campaign, Creative, Product
+    store = CampaignStore.open(settings.campaign_db_url, max_bid=settings.campaigns.max_bid)
+    # or CampaignStore.from_settings(settings)
+    store.create_advertiser(Advertiser(id="acme", name="ACME", currency="EUR"), actor="alice")
+    store.create_campaign(Campaign.from_doc({...}), actor="alice")   # validated, audited
+    store.pause("c1", actor="alice"); store.update_campaign("c1", {"budget.daily": 80}, actor="alice")
+
+Bulk seeding (the simulator)::
+
+    store.bulk_load(advertisers=[...], campaigns=[...], products=[...], actor="simulator")
+
+``Campaign(...)`` nests ``Schedule``, ``Budget``, ``Bid``, ``Targeting``, ``FrequencyCap``
+and a tuple of ``Creative``; all models are frozen pydantic models (``to_doc``/``from_doc``
+give the plain dict / YAML form). Every rule violation raises ``ValidationError``
+(``code = "INVALID_ARGUMENT"``) listing each field and its fix.
+
+Serving's read side::
+
+    cache = SnapshotCache(store, refresh_s=settings.serving.snapshot_refresh_s).start()
+    snap = cache.get()                 # CampaignSnapshot: immutable, lock-free
+    snap.campaigns["c1"].bid.amount; snap.products["sku-1"].price
+    snap.live(now, local_weekday, local_hour); snap.campaigns_for_category("sports/running_shoes")
+
+A change in the store bumps a version counter; the cache polls it every ``refresh_s``
+and swaps in a new snapshot, so pauses/budget/targeting changes reach serving in seconds.
+
+Also: ``CampaignAdminServicer`` (gRPC ``sightline.v1.CampaignAdminService``),
+``delivery_report`` (polars, from the feedback event log), YAML ``import_document`` /
+``export_document``, the ``Taxonomy`` and the closed vocabularies in ``campaigns.vocab``.
+"""
+
+from campaigns._model import (
+    AVAILABILITIES, BID_STRATEGIES, OBJECTIVES, STATUSES,
+    Advertiser, AuditEntry, Bid, Budget, Campaign, Creative, DaypartWindow, FrequencyCap, Product, Schedule, Targeting,
+)
+from campaigns._snapshot import CampaignSnapshot, SnapshotCache, load_snapshot
+from campaigns._store import CampaignStore
+from campaigns._validation import Rules, advertiser_problems, campaign_problems, creative_problems, product_problems
+from campaigns.errors import AlreadyExists, CampaignError, NotFound, PermissionDenied, StoreUnavailable, ValidationError
+from campaigns.taxonomy import SENSITIVE_TOPS, Category, Taxonomy
+
+__all__ = [
+    "AVAILABILITIES", "BID_STRATEGIES", "OBJECTIVES", "STATUSES",
+    "Advertiser", "AuditEntry", "Bid", "Budget", "Campaign", "Creative", "DaypartWindow", "FrequencyCap", "Product",
+    "Schedule", "Targeting",
+    "CampaignSnapshot", "SnapshotCache", "load_snapshot", "CampaignStore",
+    "Rules", "advertiser_problems", "campaign_problems", "creative_problems", "product_problems",
+    "AlreadyExists", "CampaignError", "NotFound", "PermissionDenied", "StoreUnavailable", "ValidationError",
+    "SENSITIVE_TOPS", "Category", "Taxonomy",
+]
