@@ -1,0 +1,24 @@
+"""The synthetic world with a known ground truth, for the demo, tests and benchmarks.
+
+Never imported by production code paths. Build a world (``build_world``), sample
+request contexts (``sample_contexts``), score impressions with the ground truth
+(``true_probabilities``), produce a logged training set
+(``simulate_logged_impressions``) and the best achievable metrics (``bayes_metrics``).
+Loading into the campaign store, Kafka traffic and the closed-loop responder live in
+the same package (see docs/simulation.md).
+"""
+
+from simulation._context import MAX_OBJECTS, ContextBatch, sample_contexts
+from simulation._logged import simulate_logged_impressions, request_frame
+from simulation._metrics import auc, bayes_metrics, log_loss
+from simulation._truth import ResponseModel, relevance, true_probabilities
+from simulation._world import Items, Latent, World, WorldConfig, build_world
+from simulation.errors import SimulationConfigError, SimulationError, SimulationUnavailable
+
+__all__ = [
+    "WorldConfig", "World", "Items", "Latent", "build_world",
+    "ContextBatch", "MAX_OBJECTS", "sample_contexts", "request_frame",
+    "ResponseModel", "relevance", "true_probabilities",
+    "simulate_logged_impressions", "bayes_metrics", "auc", "log_loss",
+    "SimulationError", "SimulationConfigError", "SimulationUnavailable",
+]
