@@ -33,10 +33,12 @@ Also: ``CampaignAdminServicer`` (gRPC ``sightline.v1.CampaignAdminService``),
 ``export_document``, the ``Taxonomy`` and the closed vocabularies in ``campaigns.vocab``.
 """
 
+from campaigns._admin import Principal, admin_service
 from campaigns._model import (
     AVAILABILITIES, BID_STRATEGIES, OBJECTIVES, STATUSES,
     Advertiser, AuditEntry, Bid, Budget, Campaign, Creative, DaypartWindow, FrequencyCap, Product, Schedule, Targeting,
 )
+from campaigns._report import REPORT_COLUMNS, delivery_report, pacing_status, plot_spend, report_from_log, totals
 from campaigns._snapshot import CampaignSnapshot, SnapshotCache, load_snapshot
 from campaigns._store import CampaignStore
 from campaigns._validation import Rules, advertiser_problems, campaign_problems, creative_problems, product_problems
@@ -44,6 +46,8 @@ from campaigns.errors import AlreadyExists, CampaignError, NotFound, PermissionD
 from campaigns.taxonomy import SENSITIVE_TOPS, Category, Taxonomy
 
 __all__ = [
+    "CampaignAdminServicer", "Principal", "admin_service",
+    "REPORT_COLUMNS", "delivery_report", "pacing_status", "plot_spend", "report_from_log", "totals",
     "AVAILABILITIES", "BID_STRATEGIES", "OBJECTIVES", "STATUSES",
     "Advertiser", "AuditEntry", "Bid", "Budget", "Campaign", "Creative", "DaypartWindow", "FrequencyCap", "Product",
     "Schedule", "Targeting",
@@ -52,3 +56,13 @@ __all__ = [
     "AlreadyExists", "CampaignError", "NotFound", "PermissionDenied", "StoreUnavailable", "ValidationError",
     "SENSITIVE_TOPS", "Category", "Taxonomy",
 ]
+
+
+def __getattr__(name: str):
+    # The servicer subclasses generated gRPC code; build it only when asked for, so that
+    # importing campaigns (CLI, simulator) does not import grpc.
+    if name == "CampaignAdminServicer":
+        from campaigns._admin import servicer_class
+
+        return servicer_class()
+    raise AttributeError(f"module 'campaigns' has no attribute {name!r}")

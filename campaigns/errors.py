@@ -29,6 +29,11 @@ class ValidationError(CampaignError):
         super().__init__(head + ":\n  " + "\n  ".join(lines) if len(lines) > 1 else f"{head}: {lines[0]}")
 
     @property
+    def field(self) -> str | None:
+        """The first bad field (serving sends it as the ``x-error-field`` trailing metadata)."""
+        return self.fields[0] if self.fields and self.fields[0] else None
+
+    @property
     def fields(self) -> list[str]:
         return [field for field, _ in self.problems]
 
