@@ -432,7 +432,7 @@ def _users(config: WorldConfig, tops, category_top, n_c: int, n_brands: int, adv
     brand += 0.3 * brand_in_fav
     price_level = rng.beta(2.0, 2.0, n_u).astype(np.float32)
     price_sens = rng.gamma(2.0, 0.5, n_u).astype(np.float32)
-    bias = rng.normal(0.0, 0.4, n_u).astype(np.float32)
+    bias = rng.normal(0.0, 0.3, n_u).astype(np.float32)
     activity = np.exp(rng.normal(np.log(8.0), 0.7, n_u)).astype(np.float32)
     # scenes a user frequents follow their interests (soft), plus a personal habit
     aff = np.exp(interest) @ (scene_category.T / np.maximum(scene_category.sum(axis=1), 1e-6))  # (n_u, n_s)
