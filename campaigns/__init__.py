@@ -29,7 +29,7 @@ A change in the store bumps a version counter; the cache polls it every ``refres
 and swaps in a new snapshot, so pauses/budget/targeting changes reach serving in seconds.
 
 Also: ``CampaignAdminServicer`` (gRPC ``sightline.v1.CampaignAdminService``),
-``delivery_report`` (polars, from the feedback event log), YAML ``import_document`` /
+``delivery_report`` (polars, from the feedback event log), YAML ``apply_import`` /
 ``export_document``, the ``Taxonomy`` and the closed vocabularies in ``campaigns.vocab``.
 """
 
@@ -42,6 +42,7 @@ from campaigns._report import REPORT_COLUMNS, delivery_report, pacing_status, pl
 from campaigns._snapshot import CampaignSnapshot, SnapshotCache, load_snapshot
 from campaigns._store import CampaignStore
 from campaigns._validation import Rules, advertiser_problems, campaign_problems, creative_problems, product_problems
+from campaigns._yaml import ImportPlan, apply_import, dump_yaml, export_document, load_yaml, plan_import
 from campaigns.errors import AlreadyExists, CampaignError, NotFound, PermissionDenied, StoreUnavailable, ValidationError
 from campaigns.taxonomy import SENSITIVE_TOPS, Category, Taxonomy
 
@@ -51,6 +52,7 @@ __all__ = [
     "AVAILABILITIES", "BID_STRATEGIES", "OBJECTIVES", "STATUSES",
     "Advertiser", "AuditEntry", "Bid", "Budget", "Campaign", "Creative", "DaypartWindow", "FrequencyCap", "Product",
     "Schedule", "Targeting",
+    "ImportPlan", "apply_import", "dump_yaml", "export_document", "load_yaml", "plan_import",
     "CampaignSnapshot", "SnapshotCache", "load_snapshot", "CampaignStore",
     "Rules", "advertiser_problems", "campaign_problems", "creative_problems", "product_problems",
     "AlreadyExists", "CampaignError", "NotFound", "PermissionDenied", "StoreUnavailable", "ValidationError",
