@@ -22,14 +22,14 @@ class Scene:
 
 
 SCENES: tuple[Scene, ...] = (
-    Scene("grocery_store", "retail", {"grocery": 3.0, "wine_spirits": 1.2, "baby": 0.6, "pets": 0.8, "kitchen": 0.3},
+    Scene("grocery_store", "grocery_store", {"grocery": 3.0, "wine_spirits": 1.2, "baby": 0.6, "pets": 0.8, "kitchen": 0.3},
           {"grocery/fresh_produce": 0.5}, ((9, 13, 1.0), (16, 20, 1.6)), 1.0, ("shopping_cart", "shelf", "price_tag")),
     Scene("store_aisle", "retail", {"beauty": 1.2, "fashion": 1.0, "electronics": 1.2, "home": 1.0, "diy": 0.8,
                                     "toys_games": 0.8, "kitchen": 0.8, "office": 0.5},
           {}, ((10, 19, 1.0),), 0.9, ("shelf", "price_tag", "shopping_basket")),
-    Scene("mall", "retail", {"fashion": 2.2, "beauty": 1.6, "electronics": 1.0, "toys_games": 0.6, "food_delivery": 0.4},
+    Scene("mall", "mall", {"fashion": 2.2, "beauty": 1.6, "electronics": 1.0, "toys_games": 0.6, "food_delivery": 0.4},
           {"fashion/sneakers": 0.5}, ((11, 20, 1.0),), 0.7, ("escalator", "shop_window", "shopping_bag")),
-    Scene("gym", "fitness", {"sports": 3.0, "beauty": 0.3, "food_delivery": 0.2},
+    Scene("gym", "gym", {"sports": 3.0, "beauty": 0.3, "food_delivery": 0.2},
           {"sports/gym_equipment": 0.8, "sports/sports_nutrition": 0.8, "sports/fitness_trackers": 0.5,
            "food_delivery/salads": 0.6}, ((6, 9, 1.4), (17, 21, 1.6)), 1.1, ("treadmill", "mirror", "bench")),
     Scene("kitchen", "home", {"kitchen": 2.6, "grocery": 1.6, "food_delivery": 1.2, "wine_spirits": 0.5},
@@ -40,32 +40,32 @@ SCENES: tuple[Scene, ...] = (
           ("sofa", "lamp", "coffee_table")),
     Scene("garden", "home", {"garden": 3.0, "diy": 1.5, "pets": 0.6}, {}, ((9, 19, 1.0),), 0.7,
           ("lawn", "fence", "hose")),
-    Scene("street", "outdoor", {"fashion": 1.5, "food_delivery": 1.0, "entertainment": 1.0, "auto": 0.5, "travel": 0.4},
+    Scene("street", "street", {"fashion": 1.5, "food_delivery": 1.0, "entertainment": 1.0, "auto": 0.5, "travel": 0.4},
           {}, ((8, 22, 1.0),), 1.0, ("crosswalk", "bus_stop", "storefront")),
-    Scene("park", "outdoor", {"sports": 1.6, "pets": 1.6, "toys_games": 0.5, "garden": 0.5},
+    Scene("park", "park", {"sports": 1.6, "pets": 1.6, "toys_games": 0.5, "garden": 0.5},
           {"sports/running_shoes": 0.6, "sports/cycling": 0.4}, ((7, 10, 1.0), (16, 20, 1.2)), 0.8,
           ("tree", "bench", "path")),
-    Scene("cafe", "food_drink", {"food_delivery": 1.4, "books_media": 1.0, "electronics": 0.6, "travel": 0.5, "grocery": 0.3},
+    Scene("cafe", "cafe", {"food_delivery": 1.4, "books_media": 1.0, "electronics": 0.6, "travel": 0.5, "grocery": 0.3},
           {"grocery/coffee": 1.5, "grocery/tea": 0.8, "food_delivery/coffee_to_go": 1.5, "food_delivery/desserts": 0.6},
           ((7, 11, 1.4), (14, 18, 1.0)), 1.0, ("cup", "counter", "menu_board")),
-    Scene("office", "work", {"office": 3.0, "electronics": 1.5, "food_delivery": 0.7, "finance": 0.5, "travel": 0.4},
+    Scene("office", "office", {"office": 3.0, "electronics": 1.5, "food_delivery": 0.7, "finance": 0.5, "travel": 0.4},
           {"electronics/laptops": 0.5, "electronics/headphones": 0.4}, ((9, 12, 1.2), (13, 18, 1.2)), 2.5,
           ("monitor", "keyboard", "whiteboard")),
-    Scene("car", "transit", {"auto": 3.0, "travel": 0.7, "books_media": 0.5},
+    Scene("car", "car", {"auto": 3.0, "travel": 0.7, "books_media": 0.5},
           {"books_media/podcasts": 0.6, "books_media/music": 0.6}, ((7, 9, 1.4), (16, 19, 1.4)), 1.3,
           ("steering_wheel", "dashboard", "road")),
-    Scene("airport", "transit", {"travel": 3.0, "electronics": 1.0, "books_media": 1.0, "beauty": 0.5, "fashion": 0.5},
+    Scene("airport", "airport", {"travel": 3.0, "electronics": 1.0, "books_media": 1.0, "beauty": 0.5, "fashion": 0.5},
           {"electronics/headphones": 0.6}, ((5, 22, 1.0),), 1.0, ("departure_board", "gate", "suitcase_belt")),
-    Scene("train_station", "transit", {"travel": 1.6, "books_media": 1.0, "food_delivery": 1.0, "electronics": 0.5},
+    Scene("train_station", "train_station", {"travel": 1.6, "books_media": 1.0, "food_delivery": 1.0, "electronics": 0.5},
           {"books_media/magazines": 0.6}, ((6, 10, 1.4), (16, 20, 1.4)), 1.4, ("platform", "ticket_machine", "train")),
 )
 
 DEVICES: tuple[str, ...] = ("glasses", "phone")
 
 REGIONS: tuple[tuple[str, int], ...] = (
-    # (coarse region code, UTC offset in hours) — the user's home region decides local time
-    ("DE-BE", 1), ("DE-BY", 1), ("DE-NW", 1), ("FR-IDF", 1), ("FR-ARA", 1), ("ES-MD", 1), ("IT-LOM", 1),
-    ("NL-NH", 1), ("GB-LND", 0), ("IE-D", 0), ("PT-11", 0), ("FI-18", 2), ("GR-I", 2), ("PL-MZ", 1),
+    # (coarse ISO 3166 region code, UTC offset in hours) — the user's home region decides local time
+    ("DE-BE", 1), ("DE-BY", 1), ("DE-NW", 1), ("DE-HH", 1), ("FR-IDF", 1), ("FR-ARA", 1), ("ES-MD", 1),
+    ("ES-CT", 1), ("IT-25", 1), ("NL-NH", 1), ("AT-9", 1), ("CH-ZH", 1), ("GB-ENG", 0), ("GB-SCT", 0), ("FI", 2),
 )
 
 CONSENT_PROFILES: tuple[str, ...] = ("all", "context_only", "none")
@@ -109,7 +109,7 @@ HEADLINE_HOOKS: tuple[str, ...] = (
     "made for every day", "new season, new deals", "quality you can feel", "free delivery today",
     "rated 4.8 by shoppers", "limited offer", "try it risk-free", "the smart choice",
 )
-CALLS_TO_ACTION: tuple[str, ...] = ("Shop now", "Learn more", "Get offer", "Order now", "See deals")
+CALLS_TO_ACTION: tuple[str, ...] = ("Shop now", "Learn more", "Get offer", "Order now", "Buy now")
 PRODUCT_ADJECTIVES: tuple[str, ...] = (
     "Classic", "Pro", "Essential", "Urban", "Eco", "Sport", "Deluxe", "Mini", "Max", "Signature", "Everyday", "Lite",
 )

@@ -259,6 +259,8 @@ def build_world(config: WorldConfig | None = None, taxonomy: Taxonomy | None = N
         "title": [f"{b} {a} {l}" for b, a, l in zip(brand_arr[p_adv], adj, labels[p_cat])],
         "price": p_price,
         "currency": config.currency,
+        # a noisy, observable view of the latent quality (star ratings, returns), in [0, 1]
+        "rating": np.round(1.0 / (1.0 + np.exp(-(p_quality + rng.normal(0, 0.5, n_p)))), 2),
         "landing_url": [f"https://{brands[a].lower()}.example.com/p/{s}" for a, s in zip(p_adv, skus)],
     })
 
@@ -285,7 +287,7 @@ def build_world(config: WorldConfig | None = None, taxonomy: Taxonomy | None = N
     pricing = np.where(rng.random(n_k) < 0.85, "cpc", "cpm")
     bid = np.where(pricing == "cpc", np.exp(rng.normal(np.log(0.6), 0.5, n_k)), np.exp(rng.normal(np.log(4.0), 0.4, n_k)))
     bid = np.round(np.clip(bid, 0.05, 20.0), 2)
-    budget = np.round(np.exp(rng.normal(np.log(300), 0.8, n_k)).clip(20, 20_000), 0)
+    budget = np.round(np.exp(rng.normal(np.log(300), 0.8, n_k)).clip(50, 20_000), 0)
     start = datetime(config.start_date.year, config.start_date.month, config.start_date.day, tzinfo=timezone.utc)
     k_start = [start - timedelta(days=int(d)) for d in rng.integers(0, 10, n_k)]
     k_end = [s + timedelta(days=int(d)) for s, d in zip(k_start, rng.integers(45, 120, n_k))]
@@ -296,6 +298,7 @@ def build_world(config: WorldConfig | None = None, taxonomy: Taxonomy | None = N
         "name": [f"{brands[a]} {taxonomy.get(categories[c[0]]).label} {i}" for i, (a, c) in enumerate(zip(k_adv, k_cats))],
         "categories": [[categories[c] for c in cs] for cs in k_cats],
         "product_skus": [[skus[p] for p in ps] for ps in k_products],
+        "objective": np.array(["traffic", "conversions", "awareness"])[rng.choice(3, n_k, p=[0.5, 0.35, 0.15])],
         "pricing": pricing,
         "bid": bid,
         "daily_budget": budget,
