@@ -88,6 +88,8 @@ class StreamingSettings(_Section):
     """Larger messages go to the DLQ with reason ``oversize``."""
     max_poll_records: int = Field(5000, ge=1)
     poll_timeout_ms: int = Field(100, ge=1)
+    session_timeout_ms: int = Field(10_000, ge=6_000)
+    """How soon the group notices a dead worker and moves its partitions (broker minimum 6 s)."""
     flush_interval_s: float = Field(5.0, gt=0)
     """Offline parquet parts, event logs and offset commits happen at most this often (online pushes every batch)."""
     recent_n: int = Field(10, ge=1)
@@ -114,7 +116,10 @@ class ModelSettings(_Section):
 class PrivacySettings(_Section):
     hmac_key: str = "local-development-key-change-me"
     """Key for pseudonymizing user ids; set a secret one in prod (see SECURITY.md)."""
+    previous_hmac_key: str | None = None
+    """The key before the last rotation, during the dual-key window only (SECURITY.md 'Key rotation')."""
     retention_days: int = Field(30, ge=1)
+    """Offline rows (feature parts, event logs) older than this are removed by `sightline privacy purge`."""
 
 
 class Settings(BaseSettings):
