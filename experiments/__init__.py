@@ -39,6 +39,25 @@ from experiments.errors import (
     LayerConflict,
 )
 
+# Analysis pulls in numpy/scipy/polars: imported on first use, so serving's
+# `from experiments import assign_request` stays light.
+_LAZY = {
+    "AnalysisOptions": "experiments._analysis", "ExperimentResult": "experiments._analysis",
+    "analyze": "experiments._analysis", "unit_table": "experiments._analysis", "METRICS": "experiments._analysis",
+    "GUARDRAILS": "experiments._analysis", "decide": "experiments._decision",
+    "render_terminal": "experiments._report", "render_html": "experiments._report", "to_json": "experiments._report",
+    "to_csv": "experiments._report", "SyntheticWorld": "experiments._synthetic", "synthetic_logs": "experiments._synthetic",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'experiments' has no attribute {name!r}")
+
+
 __all__ = [
     "HASH_VERSION", "Assignment", "arms_map", "assign", "assign_request", "choose_arm", "layer_bucket",
     "merged_params", "unit_hash",
@@ -47,4 +66,5 @@ __all__ = [
     "ExperimentCache", "ExperimentStore",
     "AnalysisError", "ExperimentError", "ExperimentExists", "ExperimentImmutable", "ExperimentNotFound",
     "ExperimentStoreUnavailable", "ExperimentValidationError", "LayerConflict",
+    *_LAZY,
 ]
