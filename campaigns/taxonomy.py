@@ -7,6 +7,7 @@ religion, politics, sexuality, minors) exist so that detections and intents can 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 SENSITIVE_TOPS: frozenset[str] = frozenset({"health", "religion", "politics", "sexuality", "minors"})
@@ -74,7 +75,9 @@ class Taxonomy:
         try:
             return self._by_id[category_id]
         except KeyError:
-            close = [c for c in self._by_id if category_id.split("/")[-1] in c][:3]
+            leaf = category_id.split("/")[-1]
+            close = [c for c in self._by_id if leaf and leaf in c][:3] or difflib.get_close_matches(
+                category_id, list(self._by_id), n=3, cutoff=0.75)
             hint = f"; did you mean {', '.join(close)}?" if close else "; run 'sightline campaigns categories' to list them"
             raise KeyError(f"unknown category {category_id!r}{hint}") from None
 
