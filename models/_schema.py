@@ -1,0 +1,324 @@
+"""What a ranking model sees: the sparse (hashed id) and dense features, and how rows become them.
+
+One code path for training and serving: every sparse feature is a pure function from a
+row's raw values to a list of hashed bucket ids (``SparseFeature.ids``). Training applies
+it to the *unique* source values of a column (thousands, not millions) and joins back;
+serving applies it per row with a cache (request-level values repeat over candidates).
+Dense features are one numpy function over named columns, used by both.
+
+Ids are hashed (crc32 of ``"<feature>\\x1f<value>"`` modulo the table size) rather than
+remapped by TorchRec's managed-collision modules: see docs/models.md, "Hashing".
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from models.errors import InvalidModelInput
+
+_TOKEN = re.compile(r"[a-z][a-z_]+")
+_STOP = frozenset(
+    "the a an and or for to of in on at is are i me my we you it this that need want some with "
+    "under over from please find show looking look get buy new good best any".split()
+)
+
+
+def bucket(feature: str, value: str, size: int) -> int:
+    """Stable hashed id of ``value`` in ``feature``'s table (same on every host and version)."""
+    return zlib.crc32(f"{feature}\x1f{value}".encode()) % size
+
+
+def intent_tokens(text: str | None, limit: int = 8) -> list[str]:
+    """Content words of the spoken intent (lower-case, no numbers or stop words), first ``limit``."""
+    if not text:
+        return []
+    out: list[str] = []
+    for tok in _TOKEN.findall(text.lower()):
+        if tok not in _STOP and tok not in out:
+            out.append(tok)
+            if len(out) == limit:
+                break
+    return out
+
+
+def _single(v) -> list[str]:
+    return [] if v is None or v == "" else [str(v)]
+
+
+def _top_and_leaf(v) -> list[str]:
+    if not v:
+        return []
+    v = str(v)
+    top = v.split("/", 1)[0]
+    return [v, f"top:{top}"] if top != v else [v]
+
+
+def _multi(v) -> list[str]:
+    if v is None:
+        return []
+    return sorted({str(x) for x in v if x})
+
+
+def _cross(a, b) -> list[str]:
+    return [] if not a or not b else [f"{a}|{b}"]
+
+
+def _hour(v) -> list[str]:
+    return [] if v is None else [str(int(v))]
+
+
+def _user(user_id, consent) -> list[str]:
+    # The pseudonymous user id becomes a feature only under personalization consent.
+    return [str(user_id)] if user_id and bool(consent) else []
+
+
+def _objects_x_category(objects, category) -> list[str]:
+    if not objects or not category:
+        return []
+    top = str(category).split("/", 1)[0]
+    return sorted({f"{o}|{top}" for o in objects if o})
+
+
+def _intent_x_category(text, category) -> list[str]:
+    if not category:
+        return []
+    top = str(category).split("/", 1)[0]
+    return [f"{t}|{top}" for t in intent_tokens(text)]
+
+
+@dataclass(frozen=True)
+class SparseFeature:
+    """One embedding table: its name, size (hash buckets) and the raw columns it reads."""
+
+    name: str
+    num_embeddings: int
+    sources: tuple[str, ...]
+    """Raw row keys passed, in order, to ``values``."""
+    values: Callable[..., list[str]] = field(compare=False)
+    """Raw values → the string tokens of this feature (before hashing)."""
+    request_level: bool = False
+    """True when it reads only request context (so serving computes it once per request)."""
+
+    def ids(self, *raw) -> list[int]:
+        return [bucket(self.name, v, self.num_embeddings) for v in self.values(*raw)]
+
+
+SPARSE_FEATURES: tuple[SparseFeature, ...] = (
+    SparseFeature("item", 16384, ("item_id",), _single),
+    SparseFeature("advertiser", 1024, ("advertiser_id",), _single),
+    SparseFeature("campaign", 4096, ("campaign_id",), _single),
+    SparseFeature("category", 1024, ("category",), _top_and_leaf),
+    SparseFeature("brand", 2048, ("brand",), _single),
+    SparseFeature("item_kind", 8, ("item_kind",), _single),
+    SparseFeature("scene", 512, ("scene",), _single, request_level=True),
+    SparseFeature("objects", 2048, ("objects",), _multi, request_level=True),
+    SparseFeature("intent", 8192, ("intent_text",), intent_tokens, request_level=True),
+    SparseFeature("intent_category", 1024, ("intent_category",), _top_and_leaf, request_level=True),
+    SparseFeature("location", 128, ("location_category",), _single, request_level=True),
+    SparseFeature("region", 512, ("region",), _single, request_level=True),
+    SparseFeature("hour", 32, ("local_hour",), _hour, request_level=True),
+    SparseFeature("weekday", 8, ("local_weekday",), _hour, request_level=True),
+    SparseFeature("device", 8, ("device",), _single, request_level=True),
+    SparseFeature("user", 65536, ("user_id", "consent_personalization"), _user, request_level=True),
+    # Context x item crosses: the contextual match is the main signal, so give it ids directly.
+    SparseFeature("scene_x_category", 8192, ("scene", "category"), _cross),
+    SparseFeature("objects_x_category", 8192, ("objects", "category"), _objects_x_category),
+    SparseFeature("intent_x_category", 16384, ("intent_text", "category"), _intent_x_category),
+    SparseFeature("location_x_category", 4096, ("location_category", "category"), _cross),
+)
+
+# Raw numeric columns a row may carry (missing → 0). Names follow the Feast views, prefixed
+# by the view they come from: item_stats → item_*, campaign_stats → campaign_*,
+# context_popularity → ctx_*, user_engagement → user_* (only under personalization consent).
+COUNT_COLUMNS: tuple[str, ...] = (
+    "item_impressions_1h", "item_clicks_1h", "item_impressions_24h", "item_clicks_24h", "item_conversions_24h",
+    "campaign_impressions_24h", "campaign_clicks_24h", "campaign_conversions_24h",
+    "ctx_events_24h", "ctx_clicks_24h",
+    "user_impressions_24h", "user_clicks_24h", "user_impressions_7d", "user_clicks_7d", "user_category_clicks_7d",
+)
+RAW_DENSE_COLUMNS: tuple[str, ...] = ("price", "consent_personalization") + COUNT_COLUMNS
+
+DENSE_FEATURES: tuple[str, ...] = (
+    "log_price", "has_price", "personalized",
+    "log_item_impressions_1h", "log_item_impressions_24h", "log_item_clicks_24h",
+    "item_ctr_1h", "item_ctr_24h", "item_cvr_24h",
+    "log_campaign_impressions_24h", "campaign_ctr_24h", "campaign_cvr_24h",
+    "log_ctx_events_24h", "ctx_ctr_24h",
+    "log_user_impressions_7d", "log_user_clicks_7d", "user_ctr_7d", "user_ctr_24h", "log_user_category_clicks_7d",
+)
+
+_PRIOR_STRENGTH = 20.0
+
+
+def _logit_smoothed(clicks: np.ndarray, shows: np.ndarray, prior: float) -> np.ndarray:
+    p = (clicks + _PRIOR_STRENGTH * prior) / (shows + _PRIOR_STRENGTH)
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def dense_matrix(cols: Mapping[str, np.ndarray], n: int, prior_ctr: float, prior_cvr: float) -> np.ndarray:
+    """Raw numeric columns → the model's dense features (float32, rows × len(DENSE_FEATURES)).
+
+    CTRs are smoothed towards the global prior (so a new item reads as average, not 0) and
+    given as logits; counts as log1p. User columns are zeroed without personalization consent.
+    """
+
+    def col(name: str) -> np.ndarray:
+        v = cols.get(name)
+        if v is None:
+            return np.zeros(n, dtype=np.float64)
+        a = np.asarray(v, dtype=np.float64)
+        return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+
+    price = np.maximum(col("price"), 0.0)
+    consent = col("consent_personalization") > 0
+    u = lambda name: np.where(consent, col(name), 0.0)  # noqa: E731
+    out = np.stack([
+        np.log1p(price), (price > 0).astype(np.float64), consent.astype(np.float64),
+        np.log1p(col("item_impressions_1h")), np.log1p(col("item_impressions_24h")), np.log1p(col("item_clicks_24h")),
+        _logit_smoothed(col("item_clicks_1h"), col("item_impressions_1h"), prior_ctr),
+        _logit_smoothed(col("item_clicks_24h"), col("item_impressions_24h"), prior_ctr),
+        _logit_smoothed(col("item_conversions_24h"), col("item_clicks_24h"), prior_cvr),
+        np.log1p(col("campaign_impressions_24h")),
+        _logit_smoothed(col("campaign_clicks_24h"), col("campaign_impressions_24h"), prior_ctr),
+        _logit_smoothed(col("campaign_conversions_24h"), col("campaign_clicks_24h"), prior_cvr),
+        np.log1p(col("ctx_events_24h")),
+        _logit_smoothed(col("ctx_clicks_24h"), col("ctx_events_24h"), prior_ctr),
+        np.log1p(u("user_impressions_7d")), np.log1p(u("user_clicks_7d")),
+        _logit_smoothed(u("user_clicks_7d"), u("user_impressions_7d"), prior_ctr),
+        _logit_smoothed(u("user_clicks_24h"), u("user_impressions_24h"), prior_ctr),
+        np.log1p(u("user_category_clicks_7d")),
+    ], axis=1)
+    return out.astype(np.float32)
+
+
+@dataclass
+class EncodedBatch:
+    """Model input independent of any framework: dense matrix plus jagged sparse ids per feature."""
+
+    dense: np.ndarray                                   # float32 [B, D], already normalised
+    lengths: dict[str, np.ndarray]                      # feature → int32 [B]
+    values: dict[str, np.ndarray]                       # feature → int64 [sum(lengths)]
+
+    @property
+    def size(self) -> int:
+        return int(self.dense.shape[0])
+
+
+@dataclass
+class FeaturePipeline:
+    """Fitted feature transform: priors and dense normalisation learnt on the training split.
+
+    Saved as JSON next to every model; ``encode_frame`` (training, polars) and
+    ``encode_rows`` (serving, dicts) give identical outputs for identical rows.
+    """
+
+    prior_ctr: float = 0.02
+    prior_cvr: float = 0.05
+    dense_mean: list[float] = field(default_factory=lambda: [0.0] * len(DENSE_FEATURES))
+    dense_std: list[float] = field(default_factory=lambda: [1.0] * len(DENSE_FEATURES))
+    sparse: tuple[str, ...] = tuple(f.name for f in SPARSE_FEATURES)
+
+    @property
+    def features(self) -> list[SparseFeature]:
+        by = {f.name: f for f in SPARSE_FEATURES}
+        return [by[n] for n in self.sparse]
+
+    def to_dict(self) -> dict:
+        return {"prior_ctr": self.prior_ctr, "prior_cvr": self.prior_cvr, "dense_mean": self.dense_mean,
+                "dense_std": self.dense_std, "sparse": list(self.sparse), "dense": list(DENSE_FEATURES)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "FeaturePipeline":
+        if list(d.get("dense", DENSE_FEATURES)) != list(DENSE_FEATURES):
+            raise InvalidModelInput("model was trained with other dense features than this code has; retrain it")
+        return cls(prior_ctr=d["prior_ctr"], prior_cvr=d["prior_cvr"], dense_mean=list(d["dense_mean"]),
+                   dense_std=list(d["dense_std"]), sparse=tuple(d["sparse"]))
+
+    @classmethod
+    def fit(cls, frame) -> "FeaturePipeline":
+        """Priors and dense mean/std from a training frame (polars) with ``click``/``conversion``."""
+        clicks = float(frame["click"].sum())
+        prior_ctr = max(clicks / max(frame.height, 1), 1e-4)
+        prior_cvr = max(float(frame["conversion"].sum()) / max(clicks, 1.0), 1e-4)
+        pipe = cls(prior_ctr=prior_ctr, prior_cvr=prior_cvr)
+        raw = pipe._raw_dense_frame(frame)
+        pipe.dense_mean = [float(x) for x in raw.mean(axis=0)]
+        pipe.dense_std = [float(max(x, 1e-6)) for x in raw.std(axis=0)]
+        return pipe
+
+    # -- dense ---------------------------------------------------------------------------------
+    def _raw_dense_frame(self, frame) -> np.ndarray:
+        cols = {c: frame[c].cast(float).fill_null(0.0).to_numpy() for c in RAW_DENSE_COLUMNS if c in frame.columns}
+        return dense_matrix(cols, frame.height, self.prior_ctr, self.prior_cvr)
+
+    def _normalise(self, raw: np.ndarray) -> np.ndarray:
+        return ((raw - np.asarray(self.dense_mean, dtype=np.float32)) / np.asarray(self.dense_std, dtype=np.float32)).astype(np.float32)
+
+    # -- training path ---------------------------------------------------------------------------
+    def encode_frame(self, frame) -> EncodedBatch:
+        """A polars frame of impressions (raw columns) → ``EncodedBatch``; vectorised via unique values."""
+        import polars as pl
+
+        lengths: dict[str, np.ndarray] = {}
+        values: dict[str, np.ndarray] = {}
+        for feat in self.features:
+            missing = [pl.lit(None, pl.String).alias(c) for c in feat.sources if c not in frame.columns]
+            src = (frame.with_columns(missing) if missing else frame).select(list(feat.sources))
+            key_exprs = []
+            for c in feat.sources:
+                dtype = src.schema[c]
+                if isinstance(dtype, pl.List):
+                    key_exprs.append(pl.col(c).list.sort().list.join("\x1f").fill_null("").alias(f"__k_{c}"))
+                else:
+                    key_exprs.append(pl.col(c).cast(pl.String).fill_null("\x00").alias(f"__k_{c}"))
+            keys = src.with_columns(key_exprs)
+            kcols = [f"__k_{c}" for c in feat.sources]
+            uniq = keys.unique(subset=kcols, keep="first", maintain_order=False)
+            ids = [feat.ids(*row) for row in uniq.select(list(feat.sources)).iter_rows()]
+            uniq = uniq.select(kcols).with_columns(pl.Series("__ids", ids, dtype=pl.List(pl.Int64)))
+            joined = keys.select(kcols).join(uniq, on=kcols, how="left", maintain_order="left")["__ids"]
+            lengths[feat.name] = joined.list.len().to_numpy().astype(np.int32)
+            values[feat.name] = joined.explode().drop_nulls().to_numpy().astype(np.int64)
+        dense = self._normalise(self._raw_dense_frame(frame))
+        return EncodedBatch(dense=dense, lengths=lengths, values=values)
+
+    # -- serving path ----------------------------------------------------------------------------
+    def encode_rows(self, rows: Sequence[Mapping], cache: dict | None = None) -> EncodedBatch:
+        """Plain dict rows (request context merged with candidate attributes) → ``EncodedBatch``."""
+        n = len(rows)
+        cache = {} if cache is None else cache
+        lengths: dict[str, np.ndarray] = {}
+        values: dict[str, np.ndarray] = {}
+        for feat in self.features:
+            lens = np.empty(n, dtype=np.int32)
+            vals: list[int] = []
+            for i, row in enumerate(rows):
+                raw = tuple(row.get(c) for c in feat.sources)
+                key = (feat.name, tuple(tuple(r) if isinstance(r, list) else r for r in raw))
+                ids = cache.get(key)
+                if ids is None:
+                    ids = feat.ids(*raw)
+                    if len(cache) < 200_000:
+                        cache[key] = ids
+                lens[i] = len(ids)
+                vals.extend(ids)
+            lengths[feat.name] = lens
+            values[feat.name] = np.asarray(vals, dtype=np.int64)
+        cols = {c: np.fromiter((_num(r.get(c)) for r in rows), dtype=np.float64, count=n) for c in RAW_DENSE_COLUMNS}
+        dense = self._normalise(dense_matrix(cols, n, self.prior_ctr, self.prior_cvr))
+        return EncodedBatch(dense=dense, lengths=lengths, values=values)
+
+
+def _num(v) -> float:
+    if v is None:
+        return 0.0
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise InvalidModelInput(f"expected a number, got {v!r}; pass numeric feature values") from None

@@ -1,0 +1,422 @@
+"""The TorchRec ranker (DLRM style, two heads) and its sharded training.
+
+Shape: an ``EmbeddingBagCollection`` (one table per sparse feature, mean pooling) and a
+dense MLP projecting the dense features to the embedding size; DLRM's pairwise dot
+interactions between all of them; an over-arch MLP ending in two logits, pCTR and pCVR
+(pCVR = P(conversion | click), trained on clicked rows only).
+
+Training runs ``world_size`` processes (``torch.multiprocessing`` spawn on 127.0.0.1, the
+way torchrec's MultiProcessTestBase does; gloo on CPU, nccl when every rank has a GPU).
+The model is wrapped in ``DistributedModelParallel`` with a sharding plan chosen by
+``EmbeddingShardingPlanner``; embedding tables are updated by the fused row-wise Adagrad
+of FBGEMM's TBE kernels (``fused_params``), dense weights by Adam through DDP.
+``TrainPipelineSparseDist`` overlaps the next batch's input all-to-all with compute.
+Every epoch writes a ``torch.distributed.checkpoint`` (sharded); the final checkpoint is
+loaded into a plain single-process ``Ranker`` (tables whole) that serving runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models._schema import DENSE_FEATURES, SPARSE_FEATURES, EncodedBatch
+from models.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RankerConfig:
+    """Model shape and training hyper-parameters of the TorchRec ranker."""
+
+    sparse: tuple[str, ...] = tuple(f.name for f in SPARSE_FEATURES)
+    """Sparse features, one embedding table each (sizes from ``models._schema``)."""
+    num_embeddings: dict[str, int] = field(default_factory=lambda: {f.name: f.num_embeddings for f in SPARSE_FEATURES})
+    num_dense: int = len(DENSE_FEATURES)
+    embedding_dim: int = 16
+    dense_arch: tuple[int, ...] = (64,)
+    """Hidden layers of the dense MLP (its output is ``embedding_dim``)."""
+    over_arch: tuple[int, ...] = (128, 64)
+    """Hidden layers after the interaction, before the two logits."""
+    epochs: int = 2
+    batch_size: int = 1024
+    """Global batch: split evenly over the ranks."""
+    embedding_lr: float = 0.05
+    dense_lr: float = 2e-3
+    cvr_weight: float = 1.0
+    seed: int = 0
+    pipeline: bool = True
+    """Use ``TrainPipelineSparseDist`` (overlaps input distribution with compute)."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["sparse"] = list(self.sparse)
+        d["dense_arch"], d["over_arch"] = list(self.dense_arch), list(self.over_arch)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RankerConfig":
+        d = dict(d)
+        d["sparse"] = tuple(d["sparse"])
+        d["dense_arch"], d["over_arch"] = tuple(d["dense_arch"]), tuple(d["over_arch"])
+        return cls(**d)
+
+
+def _mlp(sizes: list[int], final_relu: bool):
+    import torch.nn as nn
+
+    layers: list = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if final_relu or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def build_ranker(cfg: RankerConfig, device=None):
+    """The ``Ranker`` module (tables on ``device``; ``"meta"`` defers allocation to DMP)."""
+    import torch
+    import torch.nn as nn
+    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
+
+    class Ranker(nn.Module):
+        """DLRM-style two-head ranker: ``forward(dense, sparse) -> logits [B, 2]`` (ctr, cvr)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            d = cfg.embedding_dim
+            self.ebc = EmbeddingBagCollection(
+                tables=[EmbeddingBagConfig(name=f"t_{n}", embedding_dim=d, num_embeddings=cfg.num_embeddings[n],
+                                           feature_names=[n], pooling=PoolingType.MEAN) for n in cfg.sparse],
+                device=device,
+            )
+            self.dense_arch = _mlp([cfg.num_dense, *cfg.dense_arch, d], final_relu=True)
+            f = len(cfg.sparse) + 1
+            self.register_buffer("_tri", torch.triu_indices(f, f, offset=1), persistent=False)
+            n_inter = f * (f - 1) // 2
+            self.over_arch = _mlp([d + n_inter, *cfg.over_arch, 2], final_relu=False)
+
+        def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+            x = self.dense_arch(dense)
+            # Sharded EBCs may return the features in another order (grouped by sharding
+            # type): index by name so sharded and unsharded models agree.
+            by_name = self.ebc(sparse).to_dict()
+            pooled = torch.stack([by_name[n] for n in cfg.sparse], dim=1)
+            allv = torch.cat([x.unsqueeze(1), pooled], dim=1)
+            inter = torch.bmm(allv, allv.transpose(1, 2))[:, self._tri[0], self._tri[1]]
+            return self.over_arch(torch.cat([x, inter], dim=1))
+
+    return Ranker()
+
+
+def ranker_loss(logits, labels, cvr_weight: float = 1.0):
+    """BCE on click for every row plus BCE on conversion for clicked rows (masked)."""
+    import torch.nn.functional as F
+
+    ctr = F.binary_cross_entropy_with_logits(logits[:, 0], labels[:, 0])
+    mask = labels[:, 0]
+    cvr_all = F.binary_cross_entropy_with_logits(logits[:, 1], labels[:, 1], reduction="none")
+    cvr = (cvr_all * mask).sum() / mask.sum().clamp(min=1.0)
+    return ctr + cvr_weight * cvr
+
+
+def _train_wrapper(cfg: RankerConfig, device=None):
+    import torch.nn as nn
+
+    class RankerTrain(nn.Module):
+        """``forward(batch) -> (loss, (loss, logits, labels))``, the shape TrainPipeline expects."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = build_ranker(cfg, device)
+
+        def forward(self, batch):
+            logits = self.model(batch.dense_features, batch.sparse_features)
+            loss = ranker_loss(logits, batch.labels, cfg.cvr_weight)
+            return loss, (loss.detach(), logits.detach(), batch.labels)
+
+    return RankerTrain()
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+class BatchSource:
+    """Contiguous slices of an ``EncodedBatch`` as torchrec ``Batch``es (cheap: no copies of ids)."""
+
+    def __init__(self, enc: EncodedBatch, labels: np.ndarray, keys: list[str]) -> None:
+        self.enc, self.labels, self.keys = enc, labels.astype(np.float32), keys
+        self.offsets = {k: np.concatenate([[0], np.cumsum(enc.lengths[k], dtype=np.int64)]) for k in keys}
+
+    def __len__(self) -> int:
+        return self.enc.size
+
+    def batch(self, a: int, b: int):
+        import torch
+        from torchrec import KeyedJaggedTensor
+        from torchrec.datasets.utils import Batch
+
+        vals = [self.enc.values[k][self.offsets[k][a]:self.offsets[k][b]] for k in self.keys]
+        lens = [self.enc.lengths[k][a:b] for k in self.keys]
+        kjt = KeyedJaggedTensor(keys=self.keys, values=torch.from_numpy(np.concatenate(vals)),
+                                lengths=torch.from_numpy(np.concatenate(lens).astype(np.int32)))
+        return Batch(dense_features=torch.from_numpy(self.enc.dense[a:b]), sparse_features=kjt,
+                     labels=torch.from_numpy(self.labels[a:b]))
+
+
+def kjt_from_encoded(enc: EncodedBatch, keys: list[str]):
+    """Whole ``EncodedBatch`` → (dense tensor, KeyedJaggedTensor) for inference."""
+    import torch
+    from torchrec import KeyedJaggedTensor
+
+    kjt = KeyedJaggedTensor(
+        keys=keys,
+        values=torch.from_numpy(np.concatenate([enc.values[k] for k in keys])),
+        lengths=torch.from_numpy(np.concatenate([enc.lengths[k] for k in keys]).astype(np.int32)),
+    )
+    return torch.from_numpy(enc.dense), kjt
+
+
+def save_encoded(path: Path, enc: EncodedBatch, labels: np.ndarray) -> None:
+    arrays = {"dense": enc.dense, "labels": labels}
+    for k in enc.lengths:
+        arrays[f"len__{k}"] = enc.lengths[k]
+        arrays[f"val__{k}"] = enc.values[k]
+    np.savez(path, **arrays)
+
+
+def load_encoded(path: Path) -> tuple[EncodedBatch, np.ndarray]:
+    z = np.load(path)
+    lengths = {n[5:]: z[n] for n in z.files if n.startswith("len__")}
+    values = {n[5:]: z[n] for n in z.files if n.startswith("val__")}
+    return EncodedBatch(dense=z["dense"], lengths=lengths, values=values), z["labels"]
+
+
+# --- distributed training -----------------------------------------------------------------
+
+
+@dataclass
+class TrainJob:
+    """Everything a rank needs, picklable (paths, not tensors)."""
+
+    cfg: RankerConfig
+    train_path: str
+    eval_path: str
+    out_dir: str
+    world_size: int
+    port: int
+    max_steps: int | None = None
+    """Stop after this many global steps per epoch (benchmarks, tests)."""
+    measure_only: bool = False
+    """Benchmark mode: time steps, skip checkpoints and evaluation."""
+    progress: bool = True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, job: TrainJob) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.world_size))
+    use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= job.world_size
+    backend = "nccl" if use_cuda else "gloo"
+    device = torch.device(f"cuda:{rank}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{job.port}", rank=rank, world_size=job.world_size)
+    try:
+        _train_rank(rank, job, device, backend)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train_rank(rank: int, job: TrainJob, device, backend: str) -> None:
+    import torch
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from fbgemm_gpu.split_embedding_configs import EmbOptimType
+    from torchrec.distributed import DistributedModelParallel
+    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+    from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+
+    cfg, ws = job.cfg, job.world_size
+    torch.manual_seed(cfg.seed)
+    out = Path(job.out_dir)
+    sharder = EmbeddingBagCollectionSharder(fused_params={
+        "optimizer": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": cfg.embedding_lr, "eps": 1e-8,
+    })
+    module = _train_wrapper(cfg, device=torch.device("meta"))
+    planner = EmbeddingShardingPlanner(topology=Topology(world_size=ws, compute_device=device.type,
+                                                         local_world_size=ws))
+    plan = planner.collective_plan(module, [sharder], dist.GroupMember.WORLD)
+    model = DistributedModelParallel(module, device=device, plan=plan, sharders=[sharder])
+    if rank == 0:
+        shard_info = {k: {t: f"{p.sharding_type} on ranks {p.ranks}" for t, p in v.items()} for k, v in plan.plan.items()}
+        (out / "sharding_plan.json").write_text(json.dumps(shard_info, indent=1, default=str))
+    fused = set(model.fused_optimizer.params.keys())
+    dense_opt = KeyedOptimizerWrapper({k: v for k, v in model.named_parameters() if k not in fused},
+                                      lambda params: torch.optim.Adam(params, lr=cfg.dense_lr))
+    opt = CombinedOptimizer([model.fused_optimizer, dense_opt])
+
+    enc, labels = load_encoded(Path(job.train_path))
+    src = BatchSource(enc, labels, list(cfg.sparse))
+    per_rank = cfg.batch_size // ws
+    n_steps = len(src) // cfg.batch_size
+    if job.max_steps:
+        n_steps = min(n_steps, job.max_steps)
+    if n_steps == 0:
+        raise TrainingError(f"{len(src)} training rows are fewer than one batch of {cfg.batch_size}")
+
+    def batches(epoch: int):
+        rng = np.random.default_rng(cfg.seed + epoch)
+        for step in rng.permutation(n_steps):
+            a = int(step) * cfg.batch_size + rank * per_rank
+            yield src.batch(a, a + per_rank)
+
+    timings: list[dict] = []
+    bar = None
+    if rank == 0 and job.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=n_steps * cfg.epochs, desc=f"torchrec x{ws} ({backend})", unit="step", file=__import__("sys").stderr)
+    pipe = None
+    if cfg.pipeline:
+        from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+        pipe = TrainPipelineSparseDist(model, opt, device)
+    for epoch in range(cfg.epochs):
+        model.train()
+        it = iter(batches(epoch))
+        t0, steps = time.perf_counter(), 0
+        if pipe is not None:
+            while True:
+                try:
+                    pipe.progress(it)
+                except StopIteration:
+                    break
+                steps += 1
+                if bar:
+                    bar.update(1)
+        else:
+            for batch in it:
+                batch = batch.to(device)
+                opt.zero_grad()
+                loss, _ = model(batch)
+                loss.backward()
+                opt.step()
+                steps += 1
+                if bar:
+                    bar.update(1)
+        dt = time.perf_counter() - t0
+        timings.append({"epoch": epoch, "steps": steps, "seconds": dt, "samples_per_s": steps * cfg.batch_size / dt})
+        if not job.measure_only:
+            dcp.save({"model": model.state_dict()}, checkpoint_id=str(out / "checkpoint" / f"epoch-{epoch}"))
+    if bar:
+        bar.close()
+    if pipe is not None:
+        model = pipe.detach()
+    if rank == 0:
+        (out / "timings.json").write_text(json.dumps(timings))
+    if job.measure_only:
+        return
+    # Scores of the *sharded* model on the evaluation rows (every rank runs the same rows;
+    # rank 0 keeps them) so the unsharded inference model can be checked against them.
+    eenc, elabels = load_encoded(Path(job.eval_path))
+    esrc = BatchSource(eenc, elabels, list(cfg.sparse))
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for a in range(0, len(esrc), 4096):
+            b = esrc.batch(a, min(a + 4096, len(esrc))).to(device)
+            _, (_, logits, _) = model(b)
+            preds.append(torch.sigmoid(logits).cpu().numpy())
+    if rank == 0:
+        np.save(out / "sharded_eval_scores.npy", np.concatenate(preds) if preds else np.zeros((0, 2)))
+
+
+def run_distributed(job: TrainJob) -> dict:
+    """Spawn ``job.world_size`` ranks and wait; raise ``TrainingError`` naming the failure."""
+    import torch.multiprocessing as mp
+
+    Path(job.out_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        mp.spawn(_rank_main, args=(job,), nprocs=job.world_size, join=True)
+    except Exception as exc:  # ProcessRaisedException carries the rank's traceback
+        raise TrainingError(f"sharded training with {job.world_size} ranks failed: {exc}") from exc
+    timings = json.loads((Path(job.out_dir) / "timings.json").read_text())
+    return {"timings": timings}
+
+
+def unshard_checkpoint(cfg: RankerConfig, checkpoint_dir: Path):
+    """Load a sharded DCP checkpoint into a plain single-process ``Ranker`` (whole tables)."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    wrapper = _train_wrapper(cfg, device=torch.device("cpu"))
+    state = {"model": wrapper.state_dict()}
+    dcp.load(state, checkpoint_id=str(checkpoint_dir))
+    wrapper.load_state_dict(state["model"])
+    ranker = wrapper.model
+    ranker.eval()
+    return ranker
+
+
+def train_torchrec(train_enc: EncodedBatch, train_labels: np.ndarray, eval_enc: EncodedBatch,
+                   eval_labels: np.ndarray, cfg: RankerConfig, work_dir: Path, world_size: int = 1,
+                   max_steps: int | None = None, progress: bool = True):
+    """Sharded training in ``world_size`` processes; returns (inference Ranker, info dict)."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.batch_size % world_size:
+        raise TrainingError(f"batch size {cfg.batch_size} does not split over {world_size} ranks; use a multiple")
+    save_encoded(work_dir / "train.npz", train_enc, train_labels)
+    save_encoded(work_dir / "eval.npz", eval_enc, eval_labels)
+    job = TrainJob(cfg=cfg, train_path=str(work_dir / "train.npz"), eval_path=str(work_dir / "eval.npz"),
+                   out_dir=str(work_dir), world_size=world_size, port=_free_port(), max_steps=max_steps,
+                   progress=progress)
+    t0 = time.perf_counter()
+    info = run_distributed(job)
+    info["wall_seconds"] = time.perf_counter() - t0
+    last = work_dir / "checkpoint" / f"epoch-{cfg.epochs - 1}"
+    ranker = unshard_checkpoint(cfg, last)
+    info["checkpoint"] = str(last)
+    plan_file = work_dir / "sharding_plan.json"
+    info["sharding_plan"] = json.loads(plan_file.read_text()) if plan_file.exists() else {}
+    return ranker, info
+
+
+def predict_ranker(ranker, enc: EncodedBatch, keys: list[str]) -> np.ndarray:
+    """Probabilities [B, 2] (pctr, pcvr) from an unsharded ranker."""
+    import torch
+
+    with torch.inference_mode():
+        out = []
+        for a in range(0, enc.size, 8192):
+            sub = _slice(enc, a, min(a + 8192, enc.size), keys)
+            dense, kjt = kjt_from_encoded(sub, keys)
+            out.append(torch.sigmoid(ranker(dense, kjt)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
+
+
+def _slice(enc: EncodedBatch, a: int, b: int, keys: list[str]) -> EncodedBatch:
+    if a == 0 and b == enc.size:
+        return enc
+    lengths, values = {}, {}
+    for k in keys:
+        off = np.concatenate([[0], np.cumsum(enc.lengths[k], dtype=np.int64)])
+        lengths[k] = enc.lengths[k][a:b]
+        values[k] = enc.values[k][off[a]:off[b]]
+    return EncodedBatch(dense=enc.dense[a:b], lengths=lengths, values=values)
