@@ -9,8 +9,13 @@ the same package (see docs/simulation.md).
 """
 
 from simulation._context import MAX_OBJECTS, ContextBatch, sample_contexts
-from simulation._logged import simulate_logged_impressions, request_frame
+from simulation._load import campaign_window, load_world, world_to_campaign_models
+from simulation._logged import request_frame, simulate_logged_impressions
 from simulation._metrics import auc, bayes_metrics, log_loss
+from simulation._respond import GrpcServingClient, RespondResult, ServingClient, respond
+from simulation._traffic import (
+    TrafficPlan, TrafficStats, consent_message, context_message, context_proto, iter_plan, plan_traffic, produce_traffic,
+)
 from simulation._truth import ResponseModel, relevance, true_probabilities
 from simulation._world import Items, Latent, World, WorldConfig, build_world
 from simulation.errors import SimulationConfigError, SimulationError, SimulationUnavailable
@@ -20,5 +25,9 @@ __all__ = [
     "ContextBatch", "MAX_OBJECTS", "sample_contexts", "request_frame",
     "ResponseModel", "relevance", "true_probabilities",
     "simulate_logged_impressions", "bayes_metrics", "auc", "log_loss",
+    "load_world", "world_to_campaign_models", "campaign_window",
+    "TrafficPlan", "TrafficStats", "plan_traffic", "produce_traffic", "iter_plan",
+    "context_message", "consent_message", "context_proto",
+    "ServingClient", "GrpcServingClient", "RespondResult", "respond",
     "SimulationError", "SimulationConfigError", "SimulationUnavailable",
 ]

@@ -129,6 +129,11 @@ class World:
         return self._index["user"][user_id]
 
     @property
+    def user_ids(self) -> list[str]:
+        """User ids by user index (a plain list, for fast per-event lookups)."""
+        return self._index["user_ids"]
+
+    @property
     def category_top(self) -> np.ndarray:
         """(n_categories,) int32: index of each category's top in ``tops``."""
         return self._index["category_top"]
@@ -374,6 +379,7 @@ def build_world(config: WorldConfig | None = None, taxonomy: Taxonomy | None = N
         "tops": tops,
         "item": {iid: i for i, iid in enumerate(items.item_id)},
         "user": {u: i for i, u in enumerate(users["user_id"].to_list())},
+        "user_ids": users["user_id"].to_list(),
         "csr": csr,
     }
     return World(
