@@ -66,6 +66,7 @@ def _erase_sqlite(settings, uids, views) -> OnlineResult:
     rows = 0
     entities: set[tuple[str, bytes]] = set()
     try:
+        db.execute("PRAGMA secure_delete = ON")  # overwrite deleted rows' bytes, not just unlink them
         with db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             for view in views:
