@@ -38,18 +38,27 @@ _COUNTS = lambda *windows, kinds=("impressions", "clicks"): tuple(  # noqa: E731
     (f"{kind}_{w}", "Int64") for w in windows for kind in kinds
 )
 
+_ENGAGED = tuple(
+    (f"engaged_category_{kind}_{w}", "Array(Int64)") for w in ("1h", "24h", "7d") for kind in ("impressions", "clicks")
+)
+
+# Field semantics (computed by streaming/_windows.py; docs/streaming.md has the details):
+# a window "w" at an entity's row timestamp T (its latest event) covers the one-minute
+# buckets in (minute(T) - w, minute(T)]; list features are aligned arrays, most recent first.
 VIEWS: tuple[ViewSpec, ...] = (
     ViewSpec(
         "user_context", "user_id",
-        (("recent_scenes", "Array(String)"), ("recent_objects", "Array(String)"),
-         ("recent_intent_categories", "Array(String)"),
+        (("recent_scenes", "Array(String)"), ("recent_scene_counts_24h", "Array(Int64)"),
+         ("recent_objects", "Array(String)"), ("recent_object_counts_24h", "Array(Int64)"),
+         ("recent_intent_categories", "Array(String)"), ("recent_intent_category_counts_24h", "Array(Int64)"),
          ("context_events_1h", "Int64"), ("context_events_24h", "Int64")),
         timedelta(days=1), user_keyed=True,
     ),
     ViewSpec(
         "user_engagement", "user_id",
         _COUNTS("1h", "24h", "7d")
-        + (("engaged_categories_7d", "Array(String)"), ("engaged_category_clicks_7d", "Array(Int64)")),
+        + (("engaged_categories_7d", "Array(String)"),)
+        + _ENGAGED,
         timedelta(days=7), user_keyed=True,
     ),
     ViewSpec(
@@ -61,12 +70,13 @@ VIEWS: tuple[ViewSpec, ...] = (
     ViewSpec(
         "campaign_stats", "campaign_id",
         _COUNTS("1h", "24h", kinds=("impressions", "clicks", "conversions"))
-        + (("ctr_1h", "Float64"), ("ctr_24h", "Float64"), ("spend_24h", "Float64")),
+        + (("ctr_1h", "Float64"), ("ctr_24h", "Float64"), ("spend_1h", "Float64"), ("spend_24h", "Float64")),
         timedelta(days=2), user_keyed=False,
     ),
     ViewSpec(
         "context_popularity", "context_key",
-        (("events_1h", "Int64"), ("events_24h", "Int64"), ("clicks_24h", "Int64"), ("ctr_24h", "Float64")),
+        (("events_1h", "Int64"), ("events_24h", "Int64"), ("impressions_24h", "Int64"),
+         ("clicks_24h", "Int64"), ("ctr_24h", "Float64")),
         timedelta(days=2), user_keyed=False,
     ),
 )

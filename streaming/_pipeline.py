@@ -1,0 +1,287 @@
+"""One batch of raw Kafka records → DLQ, consent, state, features, online store.
+
+``Pipeline`` knows nothing about consumer groups: ``IngestWorker`` feeds it records
+and commits offsets after ``flush``. The order inside ``process`` is what makes a
+replay harmless: (1) consent events update the consent table and erase withdrawn
+users; (2) one state transaction de-duplicates by ``event_id``, adds the new events'
+window buckets, marks the touched entities dirty and parks loggable feedback/exposure
+events; (3) features of every touched entity (replayed ones too) are recomputed from
+the stored buckets and written online. ``flush`` then writes offline parts and event
+logs; only after it may the offsets be committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import polars as pl
+
+from features import append_events
+from streaming._codec import MESSAGE_TYPES, decode
+from streaming._consent import Purposes, decide
+from streaming._eventlog import exposure_rows, feedback_rows, logged_ids_since
+from streaming._feast import FeatureSink
+from streaming._state import StateStore
+from streaming._windows import BUCKET_VIEWS, MINUTE_MS, WindowParams, compute_features, to_buckets
+from streaming.errors import InvalidMessage
+
+log = logging.getLogger(__name__)
+
+_CONTEXT_SCHEMA = {"event_id": pl.String, "ts": pl.Int64, "user_id": pl.String, "user_keyed": pl.Boolean,
+                   "scene": pl.String, "objects": pl.List(pl.String), "intent_categories": pl.List(pl.String),
+                   "categories": pl.List(pl.String)}
+_FEEDBACK_SCHEMA = {"event_id": pl.String, "ts": pl.Int64, "user_id": pl.String, "user_keyed": pl.Boolean,
+                    "type": pl.Int64, "item_id": pl.String, "campaign_id": pl.String, "category": pl.String,
+                    "scene": pl.String, "spend": pl.Float64}
+
+
+@dataclass
+class Record:
+    """The parts of a Kafka ``ConsumerRecord`` the pipeline reads (tests build these directly)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    headers: list = field(default_factory=list)
+    timestamp: int = -1
+
+
+class DeadLetters(Protocol):
+    def send(self, record, kind: str, error: InvalidMessage) -> None: ...
+
+
+@dataclass
+class BatchResult:
+    """What one ``process`` call did; ``freshness_s`` has one value per stored event."""
+
+    counts: Counter
+    freshness_s: list[float]
+    event_ts_ms: list[int]
+
+
+class Pipeline:
+    """Decode → validate → consent → de-duplicate → windows → online, for one worker."""
+
+    def __init__(self, *, kinds_by_topic: dict[str, str], state: StateStore, sink: FeatureSink, dead_letters: DeadLetters,
+                 matcher, data_dir: Path, worker_id: str = "0", params: WindowParams = WindowParams(),
+                 max_message_bytes: int = 64 * 1024, clock: Callable[[], float] = time.time) -> None:
+        self.kinds_by_topic = kinds_by_topic
+        self.state = state
+        self.sink = sink
+        self.dlq = dead_letters
+        self.matcher = matcher
+        self.data_dir = Path(data_dir)
+        self.worker_id = worker_id
+        self.params = params
+        self.max_bytes = max_message_bytes
+        self.clock = clock
+        self._offline: dict[str, list[pl.DataFrame]] = {}
+        self._offline_keys: dict[str, set[str]] = {}
+
+    # ------------------------------------------------------------------ per batch
+    def process(self, records: list) -> BatchResult:
+        counts: Counter = Counter()
+        now_ms = int(self.clock() * 1000)
+        good: dict[str, dict[str, tuple]] = {k: {} for k in MESSAGE_TYPES}
+        for r in records:
+            kind = self.kinds_by_topic[r.topic]
+            try:
+                msg = decode(kind, r.value, r.headers, max_bytes=self.max_bytes, now_ms=now_ms)
+            except InvalidMessage as exc:
+                self.dlq.send(r, kind, exc)
+                counts[f"dlq.{kind}.{exc.reason}"] += 1
+                continue
+            counts[f"in.{kind}"] += 1
+            if msg.event_id in good[kind]:
+                counts[f"duplicate.{kind}"] += 1
+                continue
+            good[kind][msg.event_id] = (r, msg)
+
+        self._apply_consent([m for _, m in good["consent"].values()], counts)
+
+        users = {m.user_id for kind in ("context", "feedback", "exposures") for _, m in good[kind].values()}
+        latest = self.state.consent(users) if users else {}
+        ctx_rows, ctx_ts = self._context_rows(good["context"], latest, counts)
+        fb_rows, fb_msgs, fb_ts = self._feedback_rows(good["feedback"], latest, counts)
+        exposures = []
+        for r, m in good["exposures"].values():
+            d = decide("exposures", Purposes.of(m.consent), latest.get(m.user_id))
+            if d.keep:
+                exposures.append((r, m))
+            else:
+                counts["dropped.exposures.no_measurement"] += 1
+
+        ctx = pl.DataFrame(ctx_rows, schema=_CONTEXT_SCHEMA, orient="row")
+        fb = pl.DataFrame(fb_rows, schema=_FEEDBACK_SCHEMA, orient="row")
+        touched = to_buckets(ctx, fb).select("view", "entity").unique()
+        ids_ts = dict(zip(ctx["event_id"].to_list(), ctx["ts"].to_list()))
+        ids_ts.update(zip(fb["event_id"].to_list(), fb["ts"].to_list()))
+        ids_ts.update((m.event_id, m.event_time_ms) for _, m in exposures)
+        with self.state.transaction() as db:
+            new = self.state.unseen(db, list(ids_ts))
+            counts["replayed"] += len(ids_ts) - len(new)
+            deltas = to_buckets(ctx.filter(pl.col("event_id").is_in(new)), fb.filter(pl.col("event_id").is_in(new)))
+            self.state.add_buckets(db, deltas)
+            self.state.mark_dirty(db, self.worker_id, touched.iter_rows())
+            pending = [("feedback", m.event_id, now_ms, r.value, p, True) for r, m, p, log_it in fb_msgs
+                       if log_it and m.event_id in new]
+            pending += [("exposures", m.event_id, now_ms, r.value, False, True) for r, m in exposures if m.event_id in new]
+            self.state.add_pending(db, pending)
+            self.state.mark_seen(db, [(i, ts) for i, ts in ids_ts.items() if i in new])
+        counts["stored"] += len(new)
+        self._recompute(touched)
+        done = self.clock()
+        stored_ts = ctx_ts + fb_ts
+        return BatchResult(counts, [done - ts / 1000 for ts in stored_ts], stored_ts)
+
+    def _apply_consent(self, events: list, counts: Counter) -> None:
+        if not events:
+            return
+        withdrawn: set[str] = set()
+        with self.state.transaction() as db:
+            for m in sorted(events, key=lambda m: m.event_time_ms):
+                purposes = Purposes.of(m.consent)
+                self.state.set_consent(db, m.user_id, m.event_time_ms, purposes)
+                if purposes.withdraws_profile:
+                    withdrawn.add(m.user_id)   # also when replayed: erasing again is harmless
+            # the latest stored consent decides (an older grant replayed after a withdrawal must not win)
+            latest = self.state.consent(withdrawn) if withdrawn else {}
+            withdrawn = {u for u in withdrawn if latest.get(u, Purposes()).withdraws_profile}
+            if withdrawn:
+                self.state.erase_user_state(db, sorted(withdrawn))
+            self.state.mark_seen(db, [(m.event_id, m.event_time_ms) for m in events])
+        counts["consent.updates"] += len(events)
+        if withdrawn:
+            self.sink.delete_users(sorted(withdrawn))
+            for view in ("user_context", "user_engagement"):
+                if view in self._offline:
+                    self._offline[view] = [f.filter(~pl.col("user_id").is_in(withdrawn)) for f in self._offline[view]]
+            counts["consent.erased_users"] += len(withdrawn)
+
+    def _scene(self, scene: str, counts: Counter) -> str | None:
+        if not scene:
+            return None
+        if self.matcher.match(scene).sensitive:
+            counts["sensitive.scene"] += 1
+            return None
+        return scene
+
+    def _context_rows(self, events: dict, latest: dict, counts: Counter):
+        rows, stored_ts = [], []
+        match = self.matcher.match
+        for _, m in events.values():
+            d = decide("context", Purposes.of(m.consent), latest.get(m.user_id))
+            if not d.keep:
+                counts["dropped.context.no_context"] += 1
+                continue
+            c = m.context
+            objects, categories = [], []
+            for label in c.objects:
+                hit = match(label)
+                if hit.sensitive:
+                    counts["sensitive.object"] += 1
+                    continue
+                objects.append(label)
+                categories.extend(hit.categories)
+            intent = match(c.intent_text)
+            if intent.sensitive:
+                counts["sensitive.intent"] += 1
+            categories.extend(intent.categories)
+            rows.append((m.event_id, m.event_time_ms, m.user_id, d.user_keyed, self._scene(c.scene, counts), objects,
+                         list(intent.categories), categories))
+            stored_ts.append(m.event_time_ms)
+            counts["kept.context"] += 1
+            if not d.user_keyed:
+                counts["kept.context.not_personalized"] += 1
+        return rows, stored_ts
+
+    def _feedback_rows(self, events: dict, latest: dict, counts: Counter):
+        rows, msgs, stored_ts = [], [], []
+        for r, m in events.values():
+            event_purposes = Purposes.of(m.consent)
+            d = decide("feedback", event_purposes, latest.get(m.user_id))
+            if not d.keep:
+                counts["dropped.feedback.no_context"] += 1
+                continue
+            category = m.category or None
+            if category and self.matcher.is_sensitive(category):
+                counts["sensitive.category"] += 1
+                category = None
+            rows.append((m.event_id, m.event_time_ms, m.user_id, d.user_keyed, int(m.type), m.item_id,
+                         m.campaign_id or None, category, self._scene(m.context.scene, counts), m.spend))
+            msgs.append((r, m, d.user_keyed, d.log))
+            stored_ts.append(m.event_time_ms)
+            counts["kept.feedback"] += 1
+        return rows, msgs, stored_ts
+
+    def _recompute(self, touched: pl.DataFrame) -> None:
+        for code, entities in touched.group_by("view"):
+            view = BUCKET_VIEWS[code[0]]
+            rows = compute_features(view, self.state.buckets(code[0], entities["entity"].to_list()), self.params)
+            self.sink.write_online(view, rows)
+            self._offline.setdefault(view, []).append(rows)
+            self._offline_keys.setdefault(code[0], set()).update(entities["entity"].to_list())
+
+    # ------------------------------------------------------------------ flush
+    def recover(self) -> None:
+        """After a crash: recompute the offline snapshots this worker still owed."""
+        dirty = self.state.dirty(self.worker_id)
+        if dirty:
+            touched = pl.DataFrame([(v, e) for v, es in dirty.items() for e in es], schema=["view", "entity"], orient="row")
+            log.info("worker %s: recomputing %d entities left dirty by a previous run", self.worker_id, touched.height)
+            self._recompute(touched)
+
+    def flush(self) -> Counter:
+        """Write buffered offline snapshots and pending event-log rows; then offsets may be committed."""
+        counts: Counter = Counter()
+        for view, frames in self._offline.items():
+            frame = pl.concat([f for f in frames if f.height], how="vertical_relaxed") if any(f.height for f in frames) else None
+            if frame is not None:
+                from features import VIEWS_BY_NAME
+
+                key = VIEWS_BY_NAME[view].entity
+                frame = frame.unique(subset=[key, "event_timestamp"], keep="last", maintain_order=True)
+                self.sink.write_offline(view, frame)
+                counts[f"offline.{view}"] += frame.height
+        self._offline.clear()
+        if self._offline_keys:
+            self.state.clear_dirty(self.worker_id, {k: sorted(v) for k, v in self._offline_keys.items()})
+            self._offline_keys.clear()
+        for kind in ("feedback", "exposures"):
+            counts[f"logged.{kind}"] += self._flush_log(kind)
+        return counts
+
+    def _flush_log(self, kind: str) -> int:
+        pending = self.state.pending(kind)
+        if not pending:
+            return 0
+        ids = [p[0] for p in pending]
+        already = logged_ids_since(self.data_dir, kind, min(p[1] for p in pending) - 1000)
+        todo = [p for p in pending if p[0] not in already]
+        if todo:
+            cls = MESSAGE_TYPES[kind]
+            msgs = []
+            for _, _, payload, personalization, measurement in todo:
+                m = cls()
+                m.ParseFromString(payload)
+                msgs.append((m, bool(personalization), bool(measurement)))
+            if kind == "feedback":
+                cols = feedback_rows(msgs)
+            else:
+                cols = exposure_rows([m for m, _, _ in msgs])
+            import pyarrow as pa
+
+            from features import event_log_schema
+
+            append_events(self.data_dir, kind, pa.table(cols, schema=event_log_schema(kind)))
+        self.state.clear_pending(kind, ids)
+        return len(todo)
+
+

@@ -1,0 +1,206 @@
+"""The worker's durable local state: processed event ids, window buckets, consent.
+
+One SQLite database (WAL) under ``<data_dir>/streaming/state.db``, shared by every
+worker process on the host, so a partition that moves to another worker, or a worker
+restarted after a crash, finds the windows where the last one left them. A batch's
+de-duplication, bucket increments, dirty marks and pending event-log rows are written
+in one transaction *before* its features are pushed and its offsets committed: a
+replayed event is recognised by its ``event_id`` and adds nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import polars as pl
+
+from streaming._consent import Purposes
+from streaming._windows import BUCKET_SCHEMA, USER_BUCKET_VIEWS
+from streaming.errors import StateStoreError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_CHUNK = 900
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_ts ON seen(ts);
+CREATE TABLE IF NOT EXISTS buckets (
+    view TEXT NOT NULL, entity TEXT NOT NULL, sub TEXT NOT NULL, minute INTEGER NOT NULL,
+    n1 INTEGER NOT NULL, n2 INTEGER NOT NULL, n3 INTEGER NOT NULL, x REAL NOT NULL, last_ts INTEGER NOT NULL,
+    PRIMARY KEY (view, entity, sub, minute)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS buckets_minute ON buckets(minute);
+CREATE TABLE IF NOT EXISTS dirty (worker TEXT NOT NULL, view TEXT NOT NULL, entity TEXT NOT NULL,
+    PRIMARY KEY (worker, view, entity)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS consent (
+    user_id TEXT PRIMARY KEY, ts INTEGER NOT NULL,
+    context INTEGER NOT NULL, personalization INTEGER NOT NULL, measurement INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending_log (
+    kind TEXT NOT NULL, event_id TEXT NOT NULL, created_ms INTEGER NOT NULL, payload BLOB NOT NULL,
+    personalization INTEGER NOT NULL, measurement INTEGER NOT NULL, PRIMARY KEY (kind, event_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (worker TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (worker, name)) WITHOUT ROWID;
+"""
+
+_UPSERT = """
+INSERT INTO buckets (view, entity, sub, minute, n1, n2, n3, x, last_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (view, entity, sub, minute) DO UPDATE SET
+    n1 = n1 + excluded.n1, n2 = n2 + excluded.n2, n3 = n3 + excluded.n3, x = x + excluded.x,
+    last_ts = max(last_ts, excluded.last_ts)
+"""
+
+
+def state_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "streaming" / "state.db"
+
+
+def _chunks(items: list, size: int = _CHUNK) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class StateStore:
+    """SQLite-backed durable state of the ingest workers (one connection per process)."""
+
+    def __init__(self, path: Path, timeout_s: float = 60.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")   # durable across process crashes (not power loss)
+            self._db.executescript(_DDL)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.Error as exc:
+            raise StateStoreError(f"cannot open the ingest state store {path}: {exc}; check the disk and permissions") from exc
+        if row is None:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise StateStoreError(f"state store {path} has schema {row[0]}, this code needs {SCHEMA_VERSION}; "
+                                  "move it away and replay the topics from the earliest offsets")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction (one writer at a time across worker processes)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- de-duplication -------------------------------------------------------------
+    def unseen(self, db: sqlite3.Connection, event_ids: list[str]) -> set[str]:
+        """The ids among ``event_ids`` not processed before (call inside ``transaction``)."""
+        seen: set[str] = set()
+        for chunk in _chunks(event_ids):
+            q = f"SELECT event_id FROM seen WHERE event_id IN ({','.join('?' * len(chunk))})"
+            seen.update(r[0] for r in db.execute(q, chunk))
+        return set(event_ids) - seen
+
+    @staticmethod
+    def mark_seen(db: sqlite3.Connection, ids_ts: Iterable[tuple[str, int]]) -> None:
+        db.executemany("INSERT OR IGNORE INTO seen (event_id, ts) VALUES (?, ?)", ids_ts)
+
+    # -- window buckets -------------------------------------------------------------
+    @staticmethod
+    def add_buckets(db: sqlite3.Connection, deltas: pl.DataFrame) -> None:
+        if deltas.height:
+            db.executemany(_UPSERT, deltas.select(list(BUCKET_SCHEMA)).iter_rows())
+
+    @staticmethod
+    def mark_dirty(db: sqlite3.Connection, worker: str, keys: Iterable[tuple[str, str]]) -> None:
+        """Entities whose offline snapshot this worker still owes (recomputed after a crash)."""
+        db.executemany("INSERT OR IGNORE INTO dirty (worker, view, entity) VALUES (?, ?, ?)",
+                       ((worker, v, e) for v, e in keys))
+
+    def buckets(self, view: str, entities: list[str]) -> pl.DataFrame:
+        """Every stored bucket of ``entities`` in bucket view ``view``."""
+        rows: list[tuple] = []
+        for chunk in _chunks(sorted(set(entities))):
+            q = (f"SELECT view, entity, sub, minute, n1, n2, n3, x, last_ts FROM buckets "
+                 f"WHERE view = ? AND entity IN ({','.join('?' * len(chunk))})")
+            rows.extend(self._db.execute(q, [view, *chunk]))
+        return pl.DataFrame(rows, schema=BUCKET_SCHEMA, orient="row")
+
+    def dirty(self, worker: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for view, entity in self._db.execute("SELECT view, entity FROM dirty WHERE worker = ?", (worker,)):
+            out.setdefault(view, []).append(entity)
+        return out
+
+    def clear_dirty(self, worker: str, keys: dict[str, list[str]]) -> None:
+        with self.transaction() as db:
+            for view, entities in keys.items():
+                db.executemany("DELETE FROM dirty WHERE worker = ? AND view = ? AND entity = ?",
+                               [(worker, view, e) for e in entities])
+
+    # -- consent ----------------------------------------------------------------------
+    def consent(self, user_ids: Iterable[str]) -> dict[str, Purposes]:
+        out: dict[str, Purposes] = {}
+        for chunk in _chunks(sorted(set(user_ids))):
+            q = f"SELECT user_id, context, personalization, measurement FROM consent WHERE user_id IN ({','.join('?' * len(chunk))})"
+            for user, c, p, m in self._db.execute(q, chunk):
+                out[user] = Purposes(bool(c), bool(p), bool(m))
+        return out
+
+    @staticmethod
+    def set_consent(db: sqlite3.Connection, user_id: str, ts: int, purposes: Purposes) -> bool:
+        """Record the user's consent if newer than what is stored; True if it changed the record."""
+        cur = db.execute(
+            "INSERT INTO consent VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET "
+            "ts = excluded.ts, context = excluded.context, personalization = excluded.personalization, "
+            "measurement = excluded.measurement WHERE excluded.ts >= consent.ts",
+            (user_id, ts, purposes.context, purposes.personalization, purposes.measurement))
+        return cur.rowcount > 0
+
+    @staticmethod
+    def erase_user_state(db: sqlite3.Connection, user_ids: list[str]) -> None:
+        """Delete every user-keyed bucket and dirty mark of ``user_ids`` (consent withdrawal)."""
+        for view in USER_BUCKET_VIEWS:
+            db.executemany("DELETE FROM buckets WHERE view = ? AND entity = ?", [(view, u) for u in user_ids])
+            db.executemany("DELETE FROM dirty WHERE view = ? AND entity = ?", [(view, u) for u in user_ids])
+
+    # -- pending event-log rows -----------------------------------------------------
+    @staticmethod
+    def add_pending(db: sqlite3.Connection, rows: Iterable[tuple[str, str, int, bytes, bool, bool]]) -> None:
+        db.executemany("INSERT OR IGNORE INTO pending_log VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def pending(self, kind: str) -> list[tuple[str, int, bytes, bool, bool]]:
+        return list(self._db.execute(
+            "SELECT event_id, created_ms, payload, personalization, measurement FROM pending_log WHERE kind = ? "
+            "ORDER BY created_ms", (kind,)))
+
+    def clear_pending(self, kind: str, event_ids: list[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM pending_log WHERE kind = ? AND event_id = ?", [(kind, e) for e in event_ids])
+
+    # -- housekeeping and counters ----------------------------------------------------
+    def prune(self, now_ms: int, bucket_keep_ms: int, seen_keep_ms: int) -> None:
+        """Forget buckets and event ids older than any window/de-duplication horizon."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM buckets WHERE minute < ?", ((now_ms - bucket_keep_ms) // 60_000,))
+            db.execute("DELETE FROM seen WHERE ts < ?", (now_ms - seen_keep_ms,))
+
+    def save_counters(self, worker: str, counters: dict[str, float]) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?, ?)",
+                           [(worker, k, float(v)) for k, v in counters.items()])
+            db.execute("INSERT OR REPLACE INTO counters VALUES (?, 'updated_ms', ?)", (worker, time.time() * 1000))
+
+    def counters(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for worker, name, value in self._db.execute("SELECT worker, name, value FROM counters"):
+            out.setdefault(worker, {})[name] = value
+        return out

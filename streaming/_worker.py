@@ -1,0 +1,244 @@
+"""A Kafka consumer-group worker around ``Pipeline``: poll → process → flush → commit.
+
+Offsets are committed manually, only after ``Pipeline.flush`` (offline parts, event
+logs) and after the DLQ producer has delivered; so a crash replays at most one flush
+interval of records, which the state store recognises by ``event_id``. Partitions
+are flushed and committed when the group revokes them, so a hand-over replays
+nothing in the normal case.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+
+from sightline.settings import Settings
+from streaming._codec import STREAMS
+from streaming._pipeline import Pipeline
+from streaming._state import StateStore, state_path
+from streaming._windows import D7, MINUTE_MS, WindowParams
+from streaming.errors import IngestUnavailable, InvalidMessage
+
+log = logging.getLogger(__name__)
+
+_DLQ_MAX_VALUE = 900_000   # keep a DLQ copy under the broker's default 1 MB message limit
+
+
+class KafkaDeadLetters:
+    """Sends a rejected record to ``<topic>.dlq``: original key and bytes, reason and source in headers."""
+
+    def __init__(self, producer, worker_id: str) -> None:
+        self._producer = producer
+        self._worker = worker_id.encode()
+
+    def send(self, record, kind: str, error: InvalidMessage) -> None:
+        value = record.value or b""
+        headers = [
+            ("error.reason", error.reason.encode()), ("error.detail", error.detail.encode()[:1000]),
+            ("source.topic", record.topic.encode()), ("source.partition", str(record.partition).encode()),
+            ("source.offset", str(record.offset).encode()), ("source.timestamp_ms", str(record.timestamp).encode()),
+            ("source.size", str(len(value)).encode()), ("worker", self._worker),
+        ]
+        if len(value) > _DLQ_MAX_VALUE:
+            headers.append(("value.truncated", b"true"))
+            value = value[:_DLQ_MAX_VALUE]
+        self._producer.send(f"{record.topic}.dlq", key=record.key, value=value, headers=headers)
+
+    def flush(self) -> None:
+        self._producer.flush(timeout=30)
+
+
+class _Metrics:
+    """Optional Prometheus exporter (one registry per worker, no globals)."""
+
+    def __init__(self, port: int | None, worker_id: str) -> None:
+        self.enabled = port is not None
+        if not self.enabled:
+            return
+        from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.events = PCounter("sightline_ingest_events", "Ingest events by stream and outcome", ["stream", "outcome"],
+                               registry=self.registry)
+        self.dlq = PCounter("sightline_ingest_dlq", "Messages sent to a DLQ", ["stream", "reason"], registry=self.registry)
+        self.freshness = Histogram("sightline_ingest_freshness_seconds", "Event time to online-store write",
+                                   buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=self.registry)
+        self.lag = Gauge("sightline_ingest_lag", "Consumer lag (messages) by topic", ["topic"], registry=self.registry)
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        log.info("worker %s: Prometheus metrics on 127.0.0.1:%d", worker_id, port)
+
+    def observe(self, counts: Counter, freshness: list[float]) -> None:
+        if not self.enabled:
+            return
+        for key, n in counts.items():
+            parts = key.split(".")
+            if parts[0] == "dlq":
+                self.dlq.labels(parts[1], parts[2]).inc(n)
+            elif len(parts) >= 2 and parts[0] in ("in", "kept", "dropped", "duplicate"):
+                self.events.labels(parts[1], ".".join([parts[0]] + parts[2:])).inc(n)
+        for f in freshness:
+            self.freshness.observe(f)
+
+
+class IngestWorker:
+    """One consumer in the ingest group; ``run`` until ``stop`` is set (or idle too long)."""
+
+    def __init__(self, settings: Settings, worker_id: str = "0", *, streams=STREAMS, sink=None, matcher=None,
+                 online_mode: str = "direct") -> None:
+        self.settings = settings
+        self.worker_id = str(worker_id)
+        self.streams = tuple(streams)
+        self._sink = sink
+        self._matcher = matcher
+        self._online_mode = online_mode
+        self.totals: Counter = Counter()
+        self._fresh: deque[float] = deque(maxlen=20_000)
+        self._rate: deque[tuple[float, int]] = deque(maxlen=600)
+        self._positions: dict = {}
+        self._last_flush = time.monotonic()
+
+    # ------------------------------------------------------------------ wiring
+    def _build(self):
+        from kafka import KafkaConsumer, KafkaProducer
+        from kafka.errors import KafkaError
+
+        s = self.settings
+        bootstrap = s.kafka.bootstrap
+        if not bootstrap:
+            from sightline.stack import kafka_bootstrap
+
+            bootstrap = kafka_bootstrap(s)
+        if self._sink is None:
+            from features import open_store
+            from streaming._feast import FeastSink
+
+            self._sink = FeastSink(open_store(s), s.feast_dir, mode=self._online_mode)
+        if self._matcher is None:
+            from streaming._categories import make_matcher
+
+            self._matcher = make_matcher(s.streaming.intent_matcher)
+        self.state = StateStore(state_path(s.data_dir))
+        topics = {s.topic(k): k for k in self.streams}
+        try:
+            self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                          max_request_size=1_048_576, client_id=f"sightline-ingest-dlq-{self.worker_id}")
+            self.consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap, group_id=s.streaming.group_id, enable_auto_commit=False,
+                auto_offset_reset="earliest", max_poll_records=s.streaming.max_poll_records,
+                session_timeout_ms=s.streaming.session_timeout_ms, heartbeat_interval_ms=s.streaming.session_timeout_ms // 4,
+                max_poll_interval_ms=300_000, fetch_max_wait_ms=50, client_id=f"sightline-ingest-{self.worker_id}",
+                max_partition_fetch_bytes=4 * 1024 * 1024)
+        except KafkaError as exc:
+            raise IngestUnavailable(f"no Kafka broker at {bootstrap}; start one with 'sightline stack up' "
+                                    "or set SIGHTLINE_KAFKA_BOOTSTRAP") from exc
+        self.dlq = KafkaDeadLetters(self.producer, self.worker_id)
+        p = s.streaming
+        self.pipeline = Pipeline(
+            kinds_by_topic=topics, state=self.state, sink=self._sink, dead_letters=self.dlq, matcher=self._matcher,
+            data_dir=s.data_dir, worker_id=self.worker_id, max_message_bytes=p.max_message_bytes,
+            params=WindowParams(p.recent_n, p.top_categories, p.ctr_prior, p.ctr_prior_weight))
+        self.pipeline.recover()
+        from kafka import ConsumerRebalanceListener
+
+        worker = self
+
+        class _Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                worker._flush_and_commit(reason="revoked")
+
+            def on_partitions_assigned(self, assigned):
+                log.info("worker %s assigned %s", worker.worker_id, sorted((tp.topic, tp.partition) for tp in assigned))
+
+        self.consumer.subscribe(topics=sorted(topics), listener=_Listener())
+
+    # ------------------------------------------------------------------ loop
+    def run(self, stop: threading.Event | None = None, *, max_idle_s: float | None = None,
+            on_batch=None) -> Counter:
+        """Consume until ``stop`` is set, or no record arrived for ``max_idle_s`` seconds."""
+        stop = stop or threading.Event()
+        self._build()
+        s = self.settings.streaming
+        last_record = time.monotonic()
+        last_prune = 0.0
+        try:
+            while not stop.is_set():
+                polled = self.consumer.poll(timeout_ms=s.poll_timeout_ms, max_records=s.max_poll_records)
+                records = [r for batch in polled.values() for r in batch]
+                if records:
+                    last_record = time.monotonic()
+                    result = self.pipeline.process(records)
+                    for r in records:
+                        from kafka import TopicPartition
+
+                        tp = TopicPartition(r.topic, r.partition)
+                        self._positions[tp] = max(self._positions.get(tp, -1), r.offset + 1)
+                    self.totals.update(result.counts)
+                    self._fresh.extend(result.freshness_s)
+                    self._rate.append((time.monotonic(), len(records)))
+                    self._metrics.observe(result.counts, result.freshness_s)
+                    if on_batch is not None:
+                        on_batch(result)
+                if time.monotonic() - self._last_flush >= s.flush_interval_s:
+                    self._flush_and_commit(reason="interval")
+                    if time.monotonic() - last_prune > 600:
+                        last_prune = time.monotonic()
+                        now_ms = int(time.time() * 1000)
+                        self.state.prune(now_ms, D7 * MINUTE_MS + 3_600_000, s.dedupe_hours * 3_600_000)
+                if max_idle_s is not None and time.monotonic() - last_record > max_idle_s:
+                    break
+            self._flush_and_commit(reason="stop")
+        finally:
+            self.close()
+        return self.totals
+
+    @property
+    def _metrics(self) -> _Metrics:
+        if not hasattr(self, "_metrics_obj"):
+            port = self.settings.streaming.metrics_port
+            self._metrics_obj = _Metrics(None if port is None else port + int(self.worker_id), self.worker_id)
+        return self._metrics_obj
+
+    def _flush_and_commit(self, reason: str) -> None:
+        from kafka.errors import CommitFailedError, KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        self.totals.update(self.pipeline.flush())
+        self.dlq.flush()
+        self._last_flush = time.monotonic()
+        if self._positions:
+            offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._positions.items()}
+            try:
+                self.consumer.commit(offsets)
+                self._positions.clear()
+            except (CommitFailedError, KafkaError) as exc:   # a rebalance took the partitions: replay is deduplicated
+                log.warning("worker %s: commit after %s failed (%s); the new owner replays, de-duplicated",
+                            self.worker_id, reason, exc)
+                self._positions.clear()
+        self.state.save_counters(self.worker_id, self.stats())
+
+    def stats(self) -> dict[str, float]:
+        """Counters, events/s over the last minute and freshness p50/p99 of recent events."""
+        out = {k: float(v) for k, v in self.totals.items()}
+        now = time.monotonic()
+        recent = [(t, n) for t, n in self._rate if now - t <= 60]
+        if recent:
+            span = max(now - recent[0][0], 1.0)
+            out["events_per_s"] = sum(n for _, n in recent) / span
+        if self._fresh:
+            ordered = sorted(self._fresh)
+            out["freshness_p50_s"] = ordered[len(ordered) // 2]
+            out["freshness_p99_s"] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return out
+
+    def close(self) -> None:
+        for name in ("consumer", "producer"):
+            client = getattr(self, name, None)
+            if client is not None:
+                try:
+                    client.close(autocommit=False) if name == "consumer" else client.close(timeout=10)
+                except Exception as exc:  # closing must not mask the real error
+                    log.debug("closing %s: %s", name, exc)
+        if hasattr(self, "state"):
+            self.state.close()
