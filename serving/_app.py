@@ -1,6 +1,11 @@
-"""The services ``sightline serve`` runs: Recommend/ReportFeedback plus the admin
-services other packages offer through a ``grpc_services(settings) -> list[Service]``
-function in their ``__init__`` (campaigns, experiments, privacy)."""
+"""Assembling the services ``sightline serve`` runs.
+
+``recommendation_service(settings, ...)`` wires the RecommendationServicer to its real
+backends (campaign snapshot cache, Feast, the model registry, experiments, the Kafka
+event log); every backend can be injected instead (tests, benchmarks). Admin services
+come from other packages through a ``grpc_services(settings) -> list[Service]`` function
+in their ``__init__`` (campaigns, experiments, privacy).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ import logging
 from serving._server import Service
 
 log = logging.getLogger(__name__)
+
+RECOMMENDATION_SERVICE = "sightline.v1.RecommendationService"
+RECOMMENDATION_SCOPES = {"Recommend": "recommend", "ReportFeedback": "feedback"}
 
 ADMIN_PACKAGES: tuple[str, ...] = ("campaigns", "experiments", "privacy")
 """Packages asked for ``grpc_services(settings)``; a package without one is skipped."""
@@ -28,15 +36,86 @@ def admin_services(settings) -> list[Service]:
     return out
 
 
+def recommendation_service(settings, *, snapshots=None, rankers=None, events=None, user_features=None,
+                           item_features=None, experiments=None, feature_store: bool = True,
+                           use_experiments: bool = True, defaults=None, pacing=None, seed: int | None = None,
+                           clock=None) -> Service:
+    """The Recommend/ReportFeedback ``Service`` with real backends unless given.
+
+    ``feature_store=False`` runs without Feast (context-only ranking; counted as absent).
+    The returned Service starts the background threads in ``on_start`` and drains the
+    event log in ``on_stop``; ``service.servicer`` is the ``RecommendationServicer``.
+    """
+    import time
+
+    from campaigns import Taxonomy
+    from proto import serving_pb2_grpc
+    from serving._events import KafkaEventLog
+    from serving._features import ItemFeatureCache, UserFeatures
+    from serving._ranker import RegistryRankers, registry_loader
+    from serving._recommend import Experiments, RecommendationServicer
+
+    owned: list = []
+    if snapshots is None:
+        from campaigns import CampaignStore, SnapshotCache
+
+        store = CampaignStore.from_settings(settings)
+        snapshots = SnapshotCache(store, refresh_s=settings.serving.snapshot_refresh_s)
+        owned.append(snapshots)
+    if rankers is None:
+        rankers = RegistryRankers(registry_loader(settings))
+    if events is None:
+        from sightline.stack import kafka_bootstrap
+
+        events = KafkaEventLog(kafka_bootstrap(settings), max_buffer=settings.serving.log_buffer)
+    if feature_store and user_features is None:
+        from features import open_store
+
+        user_features = UserFeatures(lambda: open_store(settings))
+    if experiments is None and use_experiments:
+        try:
+            from experiments import ExperimentCache, ExperimentStore
+
+            topic = settings.topic("exposures")
+            experiments = Experiments(ExperimentCache(ExperimentStore.from_settings(settings)),
+                                      lambda event: events.send(topic, event))
+        except ModuleNotFoundError:  # pragma: no cover
+            experiments = None
+    servicer = RecommendationServicer(
+        settings=settings, snapshots=snapshots, rankers=rankers, events=events, taxonomy=Taxonomy(),
+        user_features=user_features, experiments=experiments, defaults=defaults, pacing=pacing, seed=seed,
+        clock=clock or time.time)
+    if feature_store and item_features is None:
+        from features import open_store
+
+        item_features = ItemFeatureCache(lambda: open_store(settings), servicer.catalog_ids,
+                                         refresh_s=settings.serving.feature_refresh_s)
+    servicer._item_features = item_features
+
+    def on_start() -> None:
+        events.start()
+        for cache in owned:
+            cache.start()
+        servicer.catalog()
+        if user_features is not None:
+            try:
+                user_features.warm()
+            except Exception as exc:  # noqa: BLE001 - serve context-only until it comes back
+                log.warning("feature store unavailable at start-up (%s); serving context-only", exc)
+        if item_features is not None:
+            item_features.start()
+
+    def on_stop() -> None:
+        if item_features is not None:
+            item_features.stop()
+        for cache in owned:
+            cache.stop()
+        events.close()
+
+    return Service(RECOMMENDATION_SERVICE, serving_pb2_grpc.add_RecommendationServiceServicer_to_server,
+                   servicer, RECOMMENDATION_SCOPES, on_stop=on_stop, on_start=on_start)
+
+
 def app_services(settings) -> list[Service]:
     """Every service of a full Sightline server built from settings."""
-    services: list[Service] = []
-    try:
-        from serving._recommend import recommendation_service
-    except ModuleNotFoundError:  # pragma: no cover - until the servicer lands
-        from serving._echo import echo_service as _fallback
-
-        services.append(_fallback())
-    else:
-        services.append(recommendation_service(settings))
-    return services + admin_services(settings)
+    return [recommendation_service(settings)] + admin_services(settings)

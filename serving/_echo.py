@@ -4,10 +4,8 @@ benchmark compares Recommend against (same server setup, same messages, no work)
 from __future__ import annotations
 
 from proto import serving_pb2, serving_pb2_grpc
+from serving._app import RECOMMENDATION_SCOPES, RECOMMENDATION_SERVICE
 from serving._server import Service
-
-RECOMMENDATION_SERVICE = "sightline.v1.RecommendationService"
-RECOMMENDATION_SCOPES = {"Recommend": "recommend", "ReportFeedback": "feedback"}
 
 
 class EchoServicer(serving_pb2_grpc.RecommendationServiceServicer):

@@ -1,0 +1,94 @@
+"""Delivery state of one server: pacing controllers per campaign and day, and the
+expected cost of served CPC impressions still waiting for their click.
+
+Single-server view: spend is what this server charged (CPM impressions it served, CPC
+clicks reported to it). Behind a load balancer each server paces an equal share of
+the budget (``share``), see docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from serving._pacing import DAY_S, PacerState, PacingConfig, PlanCurve, admit, update
+
+
+@dataclass
+class _Campaign:
+    state: PacerState
+    pending: deque  # (t, expected cost) of CPC impressions within the click window
+
+
+class PacingBook:
+    """Thread-safe pacing for every campaign; ``t`` is epoch seconds (UTC days)."""
+
+    def __init__(self, plan: PlanCurve | None = None, config: PacingConfig | None = None, *,
+                 click_window_s: float = 1800.0, share: float = 1.0) -> None:
+        self.plan = plan or PlanCurve()
+        self.config = config or PacingConfig()
+        self.click_window_s = click_window_s
+        self.share = share
+        self._book: dict[tuple[str, int], _Campaign] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, campaign_id: str, budget: float, t: float) -> tuple[_Campaign, float]:
+        day = int(t // DAY_S)
+        key = (campaign_id, day)
+        entry = self._book.get(key)
+        if entry is None:
+            entry = _Campaign(PacerState(budget=budget * self.share), deque())
+            self._book[key] = entry
+            for old in [k for k in self._book if k[1] < day - 1]:
+                del self._book[old]
+        entry.state.budget = budget * self.share   # a budget change applies at once
+        return entry, t - day * DAY_S
+
+    def _expire(self, entry: _Campaign, t: float) -> None:
+        while entry.pending and entry.pending[0][0] < t - self.click_window_s:
+            _, cost = entry.pending.popleft()
+            entry.state.outstanding = max(0.0, entry.state.outstanding - cost)
+
+    def admit(self, campaign_id: str, budget: float | None, t: float, draw: float, expected_cost: float) -> bool:
+        """Does the campaign take part in a request at ``t``? (No budget = no pacing.)"""
+        if budget is None:
+            return True
+        with self._lock:
+            entry, sec = self._get(campaign_id, budget, t)
+            self._expire(entry, t)
+            update(entry.state, sec, self.plan, self.config)
+            return admit(entry.state, draw, expected_cost)
+
+    def can_afford(self, campaign_id: str, budget: float | None, t: float, expected_cost: float) -> bool:
+        if budget is None:
+            return True
+        with self._lock:
+            entry, _ = self._get(campaign_id, budget, t)
+            return entry.state.committed + expected_cost <= entry.state.budget
+
+    def served(self, campaign_id: str, budget: float | None, t: float, *, charge: float = 0.0,
+               expected_click_cost: float = 0.0) -> None:
+        """Record an impression: CPM ``charge`` now, CPC expected cost pending its click."""
+        if budget is None:
+            return
+        with self._lock:
+            entry, _ = self._get(campaign_id, budget, t)
+            entry.state.spent += charge
+            if expected_click_cost:
+                entry.pending.append((t, expected_click_cost))
+                entry.state.outstanding += expected_click_cost
+
+    def clicked(self, campaign_id: str, budget: float | None, t: float, charge: float) -> None:
+        """Record a click's charge. Its impression's expected cost stays pending until the click
+        window ends (a slight over-estimate of committed spend: errs towards underspend)."""
+        if budget is None:
+            return
+        with self._lock:
+            entry, _ = self._get(campaign_id, budget, t)
+            entry.state.spent += charge
+
+    def status(self, campaign_id: str, t: float) -> PacerState | None:
+        with self._lock:
+            entry = self._book.get((campaign_id, int(t // DAY_S)))
+            return None if entry is None else entry.state

@@ -1,0 +1,149 @@
+"""Feature access for serving: per-request user features, and a cache of item and
+campaign features refreshed in the background.
+
+One Feast read of one entity costs ~0.3 ms, of 250 entities ~14 ms: so the user's rows
+are read per request (only with personalization consent), while item and campaign
+statistics for the whole snapshot are read every ``serving.feature_refresh_s`` by a
+background thread into a plain dict. A failing user read opens a short circuit (no
+reads for ``cooldown_s``) so a down store costs one failure, not one per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Iterable, Mapping
+
+log = logging.getLogger(__name__)
+
+USER_VIEWS: tuple[tuple[str, str], ...] = (("user_context", "user"), ("user_engagement", "user"))
+ITEM_VIEWS: tuple[tuple[str, str, str], ...] = (("item_stats", "item_id", "item"), ("campaign_stats", "campaign_id", "campaign"))
+
+
+def _feature_refs(view_name: str) -> list[str]:
+    from features import VIEWS_BY_NAME
+
+    return [f"{view_name}:{n}" for n in VIEWS_BY_NAME[view_name].feature_names]
+
+
+class UserFeatures:
+    """Reads a user's online rows (``user_context`` + ``user_engagement``) from Feast.
+
+    ``get(user_key)`` returns ``{"user_<field>": value}`` with only the non-null fields,
+    ``{}`` when the user has no rows, and raises when the store fails (the caller falls
+    back and counts it). ``store_factory`` opens the Feast store lazily (import ~3 s).
+    """
+
+    def __init__(self, store_factory: Callable[[], object], *, cooldown_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._factory = store_factory
+        self._store = None
+        self._refs: list[str] | None = None
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        self._open_until = 0.0
+        self._lock = threading.Lock()
+
+    def warm(self) -> None:
+        """Open the store now (at start-up, not on the first request)."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = self._factory()
+                    self._refs = [r for view, _ in USER_VIEWS for r in _feature_refs(view)]
+
+    @property
+    def circuit_open(self) -> bool:
+        return self._clock() < self._open_until
+
+    def get(self, user_key: str) -> dict:
+        if self.circuit_open:
+            raise ConnectionError("feature store circuit open after a recent failure")
+        try:
+            self.warm()
+            data = self._store.get_online_features(features=self._refs, entity_rows=[{"user_id": user_key}]).to_dict()
+        except Exception:
+            self._open_until = self._clock() + self._cooldown_s
+            raise
+        return {f"user_{k}": v[0] for k, v in data.items() if k != "user_id" and v and v[0] is not None}
+
+
+class ItemFeatureCache:
+    """Item (creative or sku) and campaign statistics for every id in the snapshot.
+
+    ``item(id)`` / ``campaign(id)`` return ``{"item_<field>": value}`` dicts (empty when
+    unknown). ``refresh(item_ids, campaign_ids)`` reads Feast in chunks; the background
+    thread calls it every ``refresh_s`` with ids from ``ids_fn``. A failed refresh keeps
+    the previous values (counted in ``failures``).
+    """
+
+    def __init__(self, store_factory: Callable[[], object], ids_fn: Callable[[], tuple[Iterable[str], Iterable[str]]],
+                 *, refresh_s: float = 5.0, chunk: int = 2000) -> None:
+        self._factory = store_factory
+        self._store = None
+        self._ids_fn = ids_fn
+        self.refresh_s = refresh_s
+        self._chunk = chunk
+        self._items: Mapping[str, dict] = {}
+        self._campaigns: Mapping[str, dict] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refreshes = 0
+        self.failures = 0
+        self.last_refresh_s = 0.0
+
+    def item(self, item_id: str) -> dict:
+        return self._items.get(item_id, {})
+
+    def campaign(self, campaign_id: str) -> dict:
+        return self._campaigns.get(campaign_id, {})
+
+    def _read(self, view: str, key: str, prefix: str, ids: list[str]) -> dict[str, dict]:
+        refs = _feature_refs(view)
+        out: dict[str, dict] = {}
+        for i in range(0, len(ids), self._chunk):
+            part = ids[i:i + self._chunk]
+            data = self._store.get_online_features(features=refs, entity_rows=[{key: x} for x in part]).to_dict()
+            names = [n for n in data if n != key]
+            for j, entity in enumerate(data[key]):
+                row = {f"{prefix}_{n}": data[n][j] for n in names if data[n][j] is not None}
+                if row:
+                    out[entity] = row
+        return out
+
+    def refresh(self, item_ids: Iterable[str] | None = None, campaign_ids: Iterable[str] | None = None) -> None:
+        if item_ids is None or campaign_ids is None:
+            item_ids, campaign_ids = self._ids_fn()
+        started = time.perf_counter()
+        if self._store is None:
+            self._store = self._factory()
+        items = self._read("item_stats", "item_id", "item", sorted(set(item_ids)))
+        campaigns = self._read("campaign_stats", "campaign_id", "campaign", sorted(set(campaign_ids)))
+        self._items, self._campaigns = items, campaigns   # two reference swaps; readers never lock
+        self.refreshes += 1
+        self.last_refresh_s = time.perf_counter() - started
+
+    def start(self) -> "ItemFeatureCache":
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="serving-item-features", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - keep the last values
+                self.failures += 1
+                if self.failures == 1 or self.failures % 100 == 0:
+                    log.warning("item feature refresh failed (%d times; keeping the last values): %s", self.failures, exc)
+            if self._stop.wait(self.refresh_s):
+                return
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

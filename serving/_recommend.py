@@ -1,0 +1,430 @@
+"""The RecommendationService: Recommend and ReportFeedback.
+
+Request path: validate → consent gate → experiment arms → context → user features
+(Feast, only with personalization consent; context-only fallback when absent, when the
+store is down or the deadline is short — counted) → candidates (targeted ads from the
+campaign snapshot, products by contextual relevance) → frequency caps and pacing
+participation → ONE batched ranker call → auction (reserve, quality floor, GSP, one ad
+per advertiser) → pacing hard guard → reply with signed impression tokens → impression
+and exposure events queued for Kafka (sent by a background thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from proto import events_pb2, serving_pb2, serving_pb2_grpc
+from serving._auction import AuctionParams, Bidder, run_auction
+from serving._caps import FrequencyCounter
+from serving._candidates import Catalog, ad_candidates, build_catalog, product_candidates
+from serving._context import DEVICE_NAMES, ContextIndex
+from serving._delivery import PacingBook
+from serving._pacing import DAY_S
+from serving._ranker import ContextRelevanceRanker
+from serving._tokens import Impression, TokenSigner
+from serving._validate import validate_feedback, validate_recommend
+from serving.errors import DeadlineExceeded
+from serving.types import EventSink, RankerSource
+
+log = logging.getLogger(__name__)
+
+_EVENT_NS = uuid.UUID("6f1d2c3e-5b4a-4e8f-9a7b-1c2d3e4f5a6b")
+_KIND_NAME = {events_pb2.AD: "ad", events_pb2.PRODUCT: "product"}
+
+
+def pseudonymize(user_id: str, key: str) -> str:
+    """Keyed hash of the app's user id: the only form serving stores or looks up."""
+    import hashlib
+    import hmac
+
+    return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Serving defaults an experiment arm may override."""
+
+    ranker: str = "production"
+    reserve_ecpm: float = 0.0
+    quality_floor: float = 0.0
+    exploration: float = 0.0
+    ad_candidates: int = 50
+    product_candidates: int = 200
+
+
+@dataclass
+class Counters:
+    """Plain counters (read by ``stats()``, the benchmark and the tests)."""
+
+    values: Counter = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            self.values[name] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.values)
+
+
+class Experiments:
+    """Seam over ``experiments``: the arms of a request and their exposure logging."""
+
+    def __init__(self, cache, sink: Callable[[object], None]) -> None:
+        from experiments import ExposureLogger
+
+        self._cache = cache
+        self._logger = ExposureLogger(sink)
+
+    def assign(self, *, user_id: str, request_id: str, consent) -> list:
+        from experiments import assign_request
+
+        assignments = assign_request(self._cache.running(), user_id=user_id, request_id=request_id,
+                                     personalization=consent.personalization)
+        self._logger.log(assignments, user_id=user_id if consent.personalization else "", request_id=request_id,
+                         consent=consent)
+        return assignments
+
+
+class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
+    def __init__(self, *, settings, snapshots, rankers: RankerSource, events: EventSink, taxonomy,
+                 user_features=None, item_features=None, experiments: Experiments | None = None,
+                 defaults: Defaults | None = None, pacing: PacingBook | None = None,
+                 clock: Callable[[], float] = time.time, seed: int | None = None) -> None:
+        from campaigns.vocab import SENSITIVE_LOCATIONS
+
+        self._settings = settings
+        self._snapshots = snapshots
+        self._rankers = rankers
+        self._events = events
+        self._user_features = user_features
+        self._item_features = item_features
+        self._experiments = experiments
+        self.defaults = defaults or Defaults(ranker=settings.models.serving_alias)
+        self.pacing = pacing or PacingBook()
+        self.caps = FrequencyCounter()
+        self._index = ContextIndex(taxonomy, SENSITIVE_LOCATIONS)
+        self._signer = TokenSigner(settings.privacy.hmac_key, settings.serving.token_ttl_s)
+        self._hmac_key = settings.privacy.hmac_key
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self._catalog: Catalog | None = None
+        self._catalog_lock = threading.Lock()
+        self._topic_feedback = settings.topic("feedback")
+        self._topic_exposures = settings.topic("exposures")
+        self._fallback_ranker = ContextRelevanceRanker()
+        self.counters = Counters()
+
+    # -- helpers ------------------------------------------------------------------------
+    def catalog(self) -> Catalog:
+        snap = self._snapshots.get()
+        cat = self._catalog
+        if cat is None or cat.version != snap.version or getattr(cat, "_snap", None) is not snap:
+            with self._catalog_lock:
+                cat = self._catalog
+                if cat is None or getattr(cat, "_snap", None) is not snap:
+                    cat = build_catalog(snap, self._index, datetime.now(timezone.utc).date())
+                    cat._snap = snap  # type: ignore[attr-defined]
+                    cat.budgets = {a.campaign_id: a.daily_budget for a in cat.ads}  # type: ignore[attr-defined]
+                    self._catalog = cat
+        return cat
+
+    def catalog_ids(self) -> tuple[list[str], list[str]]:
+        cat = self.catalog()
+        return cat.item_ids, cat.campaign_ids
+
+    def _draws(self, n: int) -> list[float]:
+        with self._rng_lock:
+            return [self._rng.random() for _ in range(n)]
+
+    def stats(self) -> dict:
+        out = self.counters.snapshot()
+        out["caps_users"] = len(self.caps)
+        out["events"] = getattr(self._events, "stats", {})
+        return out
+
+    def erase_user(self, user_id: str) -> dict:
+        """Forget a user's frequency counters (privacy erasure); returns what was removed."""
+        return {"frequency_counters": self.caps.erase_user(pseudonymize(user_id, self._hmac_key))}
+
+    # -- Recommend ----------------------------------------------------------------------
+    def Recommend(self, request, context):  # noqa: N802 - gRPC name
+        validate_recommend(request)
+        remaining = context.time_remaining() if context is not None else None
+        deadline = None if remaining is None else time.monotonic() + remaining
+        now_s = self._clock()
+        now = datetime.fromtimestamp(now_s, timezone.utc)
+        request_id = request.request_id or uuid.uuid4().hex
+        consent = request.consent
+        personal = consent.personalization
+        c = self.counters
+        c.add("requests")
+
+        # experiments
+        assignments = []
+        if self._experiments is not None:
+            try:
+                assignments = self._experiments.assign(user_id=request.user_id, request_id=request_id, consent=consent)
+            except Exception as exc:  # noqa: BLE001 - experiments must never break serving
+                c.add("experiments_unavailable")
+                log.debug("experiment assignment failed: %s", exc)
+        params = {}
+        for a in sorted(assignments, key=lambda a: a.layer):
+            params.update(a.params.overrides())
+        arms = {a.experiment_id: a.arm for a in assignments}
+
+        # context and user features
+        x = request.context
+        ctx = self._index.context(device=DEVICE_NAMES.get(x.device, ""), scene=x.scene, objects=x.objects,
+                                  intent_text=x.intent_text, location_category=x.location_category, region=x.region,
+                                  local_hour=x.local_hour, local_weekday=x.local_weekday)
+        user_key = pseudonymize(request.user_id, self._hmac_key) if personal else ""
+        user: dict = {}
+        if not personal:
+            c.add("user_features_fallback_no_consent")
+        elif self._user_features is None:
+            c.add("user_features_fallback_absent")
+        elif deadline is not None and deadline - time.monotonic() < 0.005:
+            c.add("user_features_fallback_deadline")
+        else:
+            try:
+                user = self._user_features.get(user_key)
+                c.add("user_features_hit" if user else "user_features_fallback_absent")
+            except Exception as exc:  # noqa: BLE001 - degrade to context only
+                c.add("user_features_fallback_store_down")
+                log.debug("user features unavailable: %s", exc)
+        affinity = _affinity(user)
+        personalized = bool(user)
+
+        # candidates
+        catalog = self.catalog()
+        slots = request.surfaces.ad_slots
+        if "num_ads" in params:
+            slots = min(slots, int(params["num_ads"]))
+        ads, _ = (ad_candidates(catalog, ctx, now, self._index, self.defaults.ad_candidates) if slots else ([], {}))
+        day = int(now_s // DAY_S)
+        if ads and personal:
+            before = len(ads)
+            ads = [a for a in ads if self.caps.allowed(user_key, a.spec.campaign_id, day, a.spec.cap_day, a.spec.cap_week)]
+            c.add("ads_capped", before - len(ads))
+        if ads:
+            draws = self._draws(len(ads))
+            kept = []
+            for a, draw in zip(ads, draws):
+                est = a.spec.bid * 0.02 if a.spec.strategy == "CPC" else a.spec.bid / 1000.0
+                if self.pacing.admit(a.spec.campaign_id, a.spec.daily_budget, now_s, draw, est):
+                    kept.append(a)
+            c.add("ads_paced_out", len(ads) - len(kept))
+            ads = kept
+        products = (product_candidates(catalog, ctx, self._index, affinity=affinity,
+                                       limit=self.defaults.product_candidates) if request.surfaces.suggestions else [])
+        _check_deadline(deadline, "candidate generation")
+
+        # one batched model call
+        base = _request_row(ctx, user_key if personal else "", personal, user)
+        rows = [_ad_row(base, a, catalog, self._item_features, affinity) for a in ads]
+        rows += [_product_row(base, p, self._item_features, affinity) for p in products]
+        ranker_ref = str(params.get("ranker") or self.defaults.ranker)
+        ranker = self._rankers.get(ranker_ref)
+        scores: list[float] = []
+        if rows:
+            try:
+                scores = [float(s) for s in ranker.score(rows)]
+            except Exception as exc:  # noqa: BLE001 - a broken model must not take serving down
+                c.add("ranker_failures")
+                log.warning("ranker %s failed (%s); using %s", ranker.version, exc, self._fallback_ranker.version)
+                ranker = self._fallback_ranker
+                scores = self._fallback_ranker.score(rows)
+        _check_deadline(deadline, "ranking")
+        ad_scores, product_scores = scores[:len(ads)], scores[len(ads):]
+
+        # auction, pacing guard
+        auction = AuctionParams(
+            slots=slots,
+            reserve_ecpm=float(params.get("reserve", self.defaults.reserve_ecpm)),
+            quality_floor=float(params.get("quality_floor", self.defaults.quality_floor)),
+            exploration=float(params.get("exploration_rate", self.defaults.exploration)),
+        )
+        by_key = {a.spec.creative_id: a for a in ads}
+        with self._rng_lock:
+            wins = run_auction([Bidder(a.spec.creative_id, a.spec.advertiser_id, a.spec.strategy, a.spec.bid, p)
+                                for a, p in zip(ads, ad_scores)], auction, self._rng)
+        reply = serving_pb2.RecommendResponse(request_id=request_id, model_version=ranker.version,
+                                              personalized=personalized)
+        for a in assignments:
+            reply.assignments.add(experiment_id=a.experiment_id, layer=a.layer, arm=a.arm)
+        cons = (1 if consent.context else 0) | (2 if personal else 0) | (4 if consent.measurement else 0)
+        now_ms = int(now_s * 1000)
+        events: list = []
+        for w in wins:
+            a = by_key[w.bidder.key]
+            spec = a.spec
+            cpm = spec.strategy == "CPM"
+            expected = w.price if cpm else w.price * w.bidder.pctr
+            if not self.pacing.can_afford(spec.campaign_id, spec.daily_budget, now_s, expected):
+                c.add("ads_budget_guard")
+                continue
+            position = len(reply.ads)
+            imp = Impression(rid=request_id, uid=request.user_id, kind=events_pb2.AD, item=spec.creative_id,
+                             pos=position, t=now_ms, cid=spec.campaign_id, adv=spec.advertiser_id,
+                             sku=spec.product_sku, cat=spec.category, strat=spec.strategy, price=round(w.price, 6),
+                             pctr=round(w.bidder.pctr, 6), mv=ranker.version, app=request.app_id, cons=cons, arms=arms)
+            token = self._signer.sign(imp)
+            reply.ads.add(ad_id=spec.creative_id, campaign_id=spec.campaign_id, creative_id=spec.creative_id,
+                          advertiser_id=spec.advertiser_id, headline=spec.headline, body=spec.body,
+                          image_url=spec.image_url, landing_url=spec.landing_url, call_to_action=spec.call_to_action,
+                          score=w.ecpm, pctr=w.bidder.pctr, price_charged=w.price,
+                          explanation=a.match.explanation, impression_token=token, position=position,
+                          product_sku=spec.product_sku)
+            self.pacing.served(spec.campaign_id, spec.daily_budget, now_s, charge=w.price if cpm else 0.0,
+                               expected_click_cost=0.0 if cpm else expected)
+            if personal:
+                self.caps.record(user_key, spec.campaign_id, day)
+            events.append((imp, token, w.price if cpm else 0.0))
+        c.add("ads_served", len(reply.ads))
+
+        n_sugg = request.surfaces.suggestions
+        ranked = sorted(zip(products, product_scores), key=lambda ps: (-ps[1], ps[0].product.sku))
+        per_brand: Counter = Counter()
+        for cand, score in ranked:
+            if len(reply.suggestions) >= n_sugg:
+                break
+            p = cand.product
+            if p.brand and per_brand[p.brand] >= 2:      # diversity: at most two per brand
+                continue
+            per_brand[p.brand] += 1
+            position = len(reply.suggestions)
+            imp = Impression(rid=request_id, uid=request.user_id, kind=events_pb2.PRODUCT, item=p.sku, pos=position,
+                             t=now_ms, adv=p.advertiser_id or "", sku=p.sku, cat=p.category, pctr=round(score, 6),
+                             mv=ranker.version, app=request.app_id, cons=cons, arms=arms)
+            token = self._signer.sign(imp)
+            reply.suggestions.add(product_sku=p.sku, title=p.title, brand=p.brand, price=p.price, currency=p.currency,
+                                  landing_url=p.landing_url, score=score, explanation=cand.explanation,
+                                  impression_token=token, position=position, category=p.category)
+            events.append((imp, token, 0.0))
+        c.add("suggestions_served", len(reply.suggestions))
+        if personalized:
+            c.add("personalized")
+
+        # impression events, off the request path (queued)
+        for imp, token, spend in events:
+            self._events.send(self._topic_feedback, self._feedback_event(
+                imp, token, events_pb2.IMPRESSION, now_ms, spend, consent, context=x))
+        return reply
+
+    def _feedback_event(self, imp: Impression, token: str, kind: int, time_ms: int, spend: float, consent,
+                        *, context=None, conversion_value: float = 0.0):
+        measured = consent.measurement
+        event = events_pb2.FeedbackEvent(
+            event_id=str(uuid.uuid5(_EVENT_NS, f"{token}:{kind}")), event_time_ms=time_ms,
+            user_id=imp.uid if measured else "", consent=consent, type=kind, impression_token=token,
+            request_id=imp.rid if measured else "", item_kind=imp.kind, item_id=imp.item, campaign_id=imp.cid,
+            advertiser_id=imp.adv, product_sku=imp.sku, category=imp.cat, position=imp.pos, spend=spend,
+            conversion_value=conversion_value, model_version=imp.mv, pctr=imp.pctr, app_id=imp.app,
+        )
+        if measured:
+            if context is not None:
+                event.context.CopyFrom(context)
+            for k, v in imp.arms.items():
+                event.experiment_arms[k] = v
+        return event
+
+    # -- ReportFeedback -----------------------------------------------------------------
+    def ReportFeedback(self, request, context):  # noqa: N802
+        now_s = self._clock()
+        now_ms = int(now_s * 1000)
+        validate_feedback(request, now_ms)
+        imp = self._signer.verify(request.impression_token, now_ms)
+        consent = events_pb2.Consent(context=bool(imp.cons & 1), personalization=bool(imp.cons & 2),
+                                     measurement=bool(imp.cons & 4))
+        event_id = str(uuid.uuid5(_EVENT_NS, f"{request.impression_token}:{request.type}"))
+        self.counters.add(f"feedback_{events_pb2.FeedbackType.Name(request.type).lower()}")
+        if request.type == events_pb2.IMPRESSION:
+            # Recommend already logged the impression under this event id; a report is idempotent.
+            return serving_pb2.FeedbackResponse(event_id=event_id)
+        spend = imp.price if (request.type == events_pb2.CLICK and imp.strat == "CPC") else 0.0
+        if spend:
+            budget = getattr(self.catalog(), "budgets", {}).get(imp.cid)
+            self.pacing.clicked(imp.cid, budget, now_s, spend)
+        event = self._feedback_event(imp, request.impression_token, request.type, request.event_time_ms or now_ms,
+                                     spend, consent, conversion_value=request.conversion_value)
+        self._events.send(self._topic_feedback, event)
+        return serving_pb2.FeedbackResponse(event_id=event_id)
+
+
+def _check_deadline(deadline: float | None, stage: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded(f"the caller's deadline passed during {stage}; allow at least 50 ms for Recommend")
+
+
+def _affinity(user: dict) -> dict[str, float]:
+    """Categories the user engaged with (7 d clicks) or asked about recently → weight in (0, 1]."""
+    out: dict[str, float] = {}
+    cats = user.get("user_engaged_categories_7d") or []
+    clicks = user.get("user_engaged_category_clicks_7d") or []
+    for cat, n in zip(cats, clicks):
+        if n:
+            out[cat] = min(1.0, 0.3 + 0.1 * float(n))
+    for cat in (user.get("user_recent_intent_categories") or [])[:5]:
+        out[cat] = max(out.get(cat, 0.0), 0.5)
+    return out
+
+
+def _request_row(ctx, user_key: str, personal: bool, user: dict) -> dict:
+    row = {
+        "scene": ctx.scene, "objects": list(ctx.objects), "intent_text": ctx.intent_text,
+        "intent_category": ctx.top_category, "location_category": ctx.location_category, "region": ctx.region,
+        "local_hour": ctx.local_hour, "local_weekday": ctx.local_weekday, "device": ctx.device,
+        "user_id": user_key, "consent_personalization": 1 if personal else 0,
+    }
+    if user:
+        row.update(user)
+    return row
+
+
+def _stats(item_features, item_id: str, campaign_id: str = "") -> dict:
+    if item_features is None:
+        return {}
+    out = dict(item_features.item(item_id))
+    if campaign_id:
+        out.update(item_features.campaign(campaign_id))
+    return out
+
+
+def _user_category_clicks(user: dict, category: str) -> int:
+    cats = user.get("user_engaged_categories_7d") or []
+    clicks = user.get("user_engaged_category_clicks_7d") or []
+    for cat, n in zip(cats, clicks):
+        if cat == category:
+            return int(n or 0)
+    return 0
+
+
+def _ad_row(base: dict, cand, catalog, item_features, affinity) -> dict:
+    spec = cand.spec
+    row = dict(base)
+    row.update(_stats(item_features, spec.creative_id, spec.campaign_id))
+    row.update(item_id=spec.creative_id, item_kind="ad", advertiser_id=spec.advertiser_id, campaign_id=spec.campaign_id,
+               category=spec.category, brand=spec.brand, price=spec.price, relevance=cand.match.relevance,
+               user_category_clicks_7d=_user_category_clicks(base, spec.category) if affinity else 0)
+    return row
+
+
+def _product_row(base: dict, cand, item_features, affinity) -> dict:
+    p = cand.product
+    row = dict(base)
+    row.update(_stats(item_features, p.sku))
+    row.update(item_id=p.sku, item_kind="product", advertiser_id=p.advertiser_id or "", campaign_id="",
+               category=p.category, brand=p.brand, price=p.price, relevance=cand.relevance,
+               user_category_clicks_7d=_user_category_clicks(base, p.category) if affinity else 0)
+    return row

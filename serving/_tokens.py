@@ -1,0 +1,81 @@
+"""Impression tokens: self-contained, signed records of one served item.
+
+A token is ``base64url(json) + "." + base64url(hmac_sha256(key, json)[:16])``. It carries
+what ReportFeedback needs to build a ``FeedbackEvent`` without any server-side state
+(so any server behind the load balancer can take the click), and nothing the app may
+not see: no secret, only ids, prices and the arms of this very reply. Forged or altered
+tokens fail the signature; expired ones are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import asdict, dataclass, field
+
+from serving.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class Impression:
+    """What a token says about one served item (short JSON keys keep tokens small)."""
+
+    rid: str                    # request id
+    uid: str                    # user id as sent by the app (pseudonymous)
+    kind: int                   # events_pb2.ItemKind
+    item: str                   # creative id (ads) or sku (suggestions)
+    pos: int
+    t: int                      # issue time, epoch ms
+    cid: str = ""               # campaign id
+    adv: str = ""               # advertiser id
+    sku: str = ""
+    cat: str = ""
+    strat: str = ""             # CPC | CPM | "" (suggestions)
+    price: float = 0.0          # charge per click (CPC) or per impression (CPM)
+    pctr: float = 0.0
+    mv: str = ""                # model version
+    app: str = ""
+    cons: int = 0               # consent bits: 1 context, 2 personalization, 4 measurement
+    arms: dict[str, str] = field(default_factory=dict)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenSigner:
+    def __init__(self, key: str, ttl_s: int) -> None:
+        self._key = hashlib.sha256(b"sightline-impression-token:" + key.encode()).digest()
+        self._ttl_ms = ttl_s * 1000
+
+    def _sig(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
+
+    def sign(self, imp: Impression) -> str:
+        payload = json.dumps(asdict(imp), separators=(",", ":"), sort_keys=True).encode()
+        return f"{_b64(payload)}.{_b64(self._sig(payload))}"
+
+    def verify(self, token: str, now_ms: int) -> Impression:
+        """The impression inside ``token``; ``InvalidRequest`` (field impression_token) when it is bad."""
+        bad = InvalidRequest("impression_token is not a token this service issued (or it was altered); "
+                             "send the token from the RecommendResponse unchanged", field="impression_token")
+        if not token or len(token) > 4096 or token.count(".") != 1:
+            raise bad
+        body, sig = token.split(".")
+        try:
+            payload, signature = _unb64(body), _unb64(sig)
+        except (ValueError, TypeError):
+            raise bad from None
+        if not hmac.compare_digest(signature, self._sig(payload)):
+            raise bad
+        imp = Impression(**json.loads(payload))
+        if now_ms - imp.t > self._ttl_ms:
+            raise InvalidRequest(f"impression_token expired (older than {self._ttl_ms // 1000} s); "
+                                 "feedback must arrive within serving.token_ttl_s", field="impression_token")
+        return imp
