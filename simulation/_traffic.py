@@ -265,7 +265,7 @@ def produce_traffic(
 
 def _producer(settings):
     from kafka import KafkaProducer
-    from kafka.errors import NoBrokersAvailable
+    from kafka.errors import KafkaError
 
     from sightline.stack import KafkaStackError, kafka_bootstrap
 
@@ -277,6 +277,6 @@ def _producer(settings):
     try:
         return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024,
                              max_in_flight_requests_per_connection=5, retries=5)
-    except NoBrokersAvailable as exc:
+    except KafkaError as exc:  # kafka-python 3 has no NoBrokersAvailable any more
         raise SimulationUnavailable("no Kafka broker answers; start one with 'sightline stack up' "
                                     "or set SIGHTLINE_KAFKA_BOOTSTRAP") from exc
