@@ -57,17 +57,16 @@ def read_stats(settings: Settings, *, with_kafka: bool = True) -> IngestStats:
 
 
 def _kafka_figures(settings: Settings, stats: IngestStats) -> None:
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
 
     bootstrap = settings.kafka.bootstrap
     if not bootstrap:
         from sightline.stack import kafka_bootstrap
 
         bootstrap = kafka_bootstrap(settings)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # a consumer that never subscribes: it reads the group's committed offsets without joining it
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=settings.streaming.group_id, enable_auto_commit=False)
     try:
-        committed = admin.list_consumer_group_offsets(settings.streaming.group_id)
         for stream in STREAMS:
             for topic in (settings.topic(stream), settings.topic(stream) + ".dlq"):
                 parts = consumer.partitions_for_topic(topic) or set()
@@ -79,7 +78,6 @@ def _kafka_figures(settings: Settings, stats: IngestStats) -> None:
                     begins = consumer.beginning_offsets(tps)
                     stats.dlq_topic_messages[topic] = sum(ends[tp] - begins[tp] for tp in tps)
                 else:
-                    stats.lag[topic] = sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps)
+                    stats.lag[topic] = sum(max(0, ends[tp] - (consumer.committed(tp) or 0)) for tp in tps)
     finally:
-        consumer.close()
-        admin.close()
+        consumer.close(autocommit=False)
