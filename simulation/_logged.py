@@ -110,9 +110,13 @@ def simulate_logged_impressions(
 
 def request_frame(world: World, ctx: ContextBatch, *, redact_sensitive: bool = True) -> pl.DataFrame:
     """One row per request with the observable context columns (feedback-log names)."""
-    vocab = world.object_vocab
-    keep = ~world.object_sensitive if redact_sensitive else np.ones(len(vocab), dtype=bool)
-    objects = [[vocab[o] for o in row if o >= 0 and keep[o]] for row in ctx.objects.tolist()]
+    vocab = pl.Series(world.object_vocab, dtype=pl.String)
+    keep = ~world.object_sensitive if redact_sensitive else np.ones(len(world.object_vocab), dtype=bool)
+    obj = ctx.objects
+    shown = (obj >= 0) & keep[np.maximum(obj, 0)]
+    columns = [vocab.gather(pl.Series(np.where(shown[:, j], obj[:, j], -1)).replace(-1, None)).alias(f"o{j}")
+               for j in range(obj.shape[1])]
+    objects = pl.DataFrame(columns).select(pl.concat_list(pl.all()).list.drop_nulls().alias("objects"))["objects"]
     intent_text = np.where(redact_sensitive & (ctx.intent_sensitive >= 0), "", ctx.intent_text)
     cats = np.array(world.categories + ("",), dtype=object)
     return pl.DataFrame({
@@ -120,7 +124,7 @@ def request_frame(world: World, ctx: ContextBatch, *, redact_sensitive: bool = T
         "event_time": pl.Series(ctx.event_time_ms).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").dt.cast_time_unit("us"),
         "device": np.where(ctx.device == 0, "glasses", "phone"),
         "scene": np.array(world.scenes, dtype=object)[ctx.scene],
-        "objects": pl.Series(objects, dtype=pl.List(pl.String)),
+        "objects": objects,
         "intent_text": intent_text.astype(str),
         "intent_category": cats[ctx.intent_category].astype(str),
         "location_category": ctx.location_category(world).astype(str),
@@ -136,7 +140,7 @@ def request_frame(world: World, ctx: ContextBatch, *, redact_sensitive: bool = T
 def _frame(world, ctx, req, kind, item, pos, prior, p_click, p_conv, click, conversion, seed) -> pl.DataFrame:
     items = world.items
     requests = request_frame(world, ctx).with_columns(
-        pl.Series("request_id", [f"req-{seed}-{i:08d}" for i in range(len(ctx))]))
+        pl.format("req-{}-{}", pl.lit(seed), pl.int_range(pl.len()).cast(pl.String).str.zfill(8)).alias("request_id"))
     camp_ids = np.array(world.campaigns["campaign_id"].to_list() + [""], dtype=object)
     adv_ids = world.advertisers["advertiser_id"].to_numpy()
     skus = np.array(world.products["product_sku"].to_list() + [""], dtype=object)
@@ -144,7 +148,6 @@ def _frame(world, ctx, req, kind, item, pos, prior, p_click, p_conv, click, conv
     brands = np.array(world.brands, dtype=object)
     m = len(req)
     imp = pl.DataFrame({
-        "event_id": [f"imp-{seed}-{i:09d}" for i in range(m)],
         "item_kind": np.where(kind == 0, "ad", "product"),
         "item_id": items.item_id[item].astype(str),
         "campaign_id": camp_ids[items.campaign[item]].astype(str),
@@ -162,7 +165,9 @@ def _frame(world, ctx, req, kind, item, pos, prior, p_click, p_conv, click, conv
         "conversion": conversion,
         "conversion_value": np.where(conversion, items.price[item], 0.0),
     })
-    out = pl.concat([requests[req], imp], how="horizontal").with_columns(pl.lit(APP_ID).alias("app_id"))
+    out = pl.concat([requests[req], imp], how="horizontal").with_columns(
+        pl.lit(APP_ID).alias("app_id"),
+        pl.format("imp-{}-{}", pl.lit(seed), pl.int_range(pl.len()).cast(pl.String).str.zfill(9)).alias("event_id"))
     first = ["event_id", "event_time", "user_id", "request_id", "item_kind", "item_id", "campaign_id", "advertiser_id",
              "product_sku", "category", "brand", "price", "position"]
     return out.select(first + [c for c in out.columns if c not in first])
