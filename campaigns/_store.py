@@ -387,6 +387,21 @@ class CampaignStore:
     def archive(self, campaign_id: str, *, actor: str) -> Campaign:
         return self.set_status(campaign_id, "archived", actor=actor)
 
+    def end_expired(self, *, actor: str = "scheduler", now: datetime | None = None) -> list[str]:
+        """Set status ``ended`` on active/paused campaigns whose schedule ended; returns their ids.
+
+        Serving already stops a campaign at ``schedule.end`` (``Campaign.in_flight``); this
+        keeps the stored status honest for listings and reports. Safe to run repeatedly.
+        """
+        now = utc(now or _now())
+        with self._engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(sa.select(T.campaigns.c.id).where(
+                T.campaigns.c.status.in_(["active", "paused"]), T.campaigns.c.end_at.is_not(None),
+                T.campaigns.c.end_at <= now))]
+        for cid in ids:
+            self.update_campaign(cid, {"status": "ended"}, actor=actor, action="status:ended")
+        return ids
+
     # --- creatives -------------------------------------------------------------------
     def add_creative(self, campaign_id: str, creative: Creative, *, actor: str) -> Campaign:
         check(creative_problems(creative), f"creative {creative.id!r}")

@@ -261,6 +261,14 @@ _status_command("resume", "active", "Resume (activate) campaigns; they need a cr
 _status_command("archive", "archived", "Archive campaigns (final; they stop serving and cannot be resumed).")
 
 
+@cli.command("end-expired")
+@click.pass_context
+def end_expired(ctx: click.Context) -> None:
+    """Mark active/paused campaigns whose schedule has ended as 'ended' (safe to run from cron)."""
+    ids = _run(lambda: _store(ctx).end_expired(actor=_actor(ctx)))
+    click.echo(f"{len(ids)} campaign(s) ended{': ' + ', '.join(ids) if ids else ''}")
+
+
 @cli.command()
 @click.option("--campaign", "campaign_id", default=None)
 @click.option("--entity-type", type=click.Choice(["advertiser", "campaign", "product", "products", "campaigns",

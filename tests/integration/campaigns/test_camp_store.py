@@ -209,3 +209,16 @@ def _jsonable(doc):
     import json
 
     return json.loads(json.dumps(doc, default=lambda v: v.isoformat()))
+
+
+def test_end_expired(store, acme, campaign_doc):
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    store.create_campaign(Campaign.from_doc(campaign_doc("old", schedule={"start": now - timedelta(days=5),
+                                                                          "end": now + timedelta(seconds=1)})), actor="a")
+    store.create_campaign(Campaign.from_doc(campaign_doc("live")), actor="a")
+    assert store.end_expired(now=now + timedelta(seconds=2)) == ["old"]
+    assert store.get_campaign("old").status == "ended" and store.get_campaign("live").status == "active"
+    assert store.end_expired(now=now + timedelta(seconds=2)) == []
+    assert store.audit_log(entity_id="old")[0].action == "status:ended"
