@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -188,4 +187,3 @@ class SnapshotCache:
                     log.warning("campaign snapshot refresh failed (keeping version %s): %s",
                                 self._snapshot.version if self._snapshot else None, exc)
                 self.last_error = exc
-                time.sleep(0)

@@ -130,10 +130,6 @@ def _audit(conn: Connection, actor: str, action: str, entity_type: str, entity_i
                                                 entity_id=entity_id, before=before, after=after))
 
 
-def _diff_docs(before: dict | None, after: dict | None) -> tuple[dict | None, dict | None]:
-    return before, after
-
-
 class CampaignStore:
     """Advertisers, campaigns (with creatives), products and the audit log in one SQL database.
 

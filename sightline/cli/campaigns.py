@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import getpass
 import math
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
