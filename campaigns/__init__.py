@@ -33,7 +33,7 @@ Also: ``CampaignAdminServicer`` (gRPC ``sightline.v1.CampaignAdminService``),
 ``export_document``, the ``Taxonomy`` and the closed vocabularies in ``campaigns.vocab``.
 """
 
-from campaigns._admin import Principal, admin_service
+from campaigns._admin import Principal, admin_service, grpc_services
 from campaigns._model import (
     AVAILABILITIES, BID_STRATEGIES, OBJECTIVES, STATUSES,
     Advertiser, AuditEntry, Bid, Budget, Campaign, Creative, DaypartWindow, FrequencyCap, Product, Schedule, Targeting,
@@ -47,7 +47,7 @@ from campaigns.errors import AlreadyExists, CampaignError, NotFound, PermissionD
 from campaigns.taxonomy import SENSITIVE_TOPS, Category, Taxonomy
 
 __all__ = [
-    "CampaignAdminServicer", "Principal", "admin_service",
+    "CampaignAdminServicer", "Principal", "admin_service", "grpc_services",
     "REPORT_COLUMNS", "delivery_report", "pacing_status", "plot_spend", "report_from_log", "totals",
     "AVAILABILITIES", "BID_STRATEGIES", "OBJECTIVES", "STATUSES",
     "Advertiser", "AuditEntry", "Bid", "Budget", "Campaign", "Creative", "DaypartWindow", "FrequencyCap", "Product",

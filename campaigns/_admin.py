@@ -309,7 +309,7 @@ def servicer_class():
 
 
 def admin_service(store, *, data_dir: Path | None = None, principal: Callable[[object], Principal] | None = None,
-                  servicer=None):
+                  servicer=None, on_stop: Callable[[], None] | None = None):
     """A ``serving.Service`` registering the admin API with scope ``admin:campaigns`` on every method.
 
     Wires ``Principal`` to serving's ``current_caller()`` unless ``principal`` is given.
@@ -326,4 +326,13 @@ def admin_service(store, *, data_dir: Path | None = None, principal: Callable[[o
     servicer = servicer or servicer_class()(store, data_dir=data_dir, principal=principal)
     methods = pb.DESCRIPTOR.services_by_name["CampaignAdminService"].methods_by_name
     return serving.Service(name=SERVICE_NAME, add_to_server=pbg.add_CampaignAdminServiceServicer_to_server,
-                           servicer=servicer, scopes={m: SCOPE for m in methods})
+                           servicer=servicer, scopes={m: SCOPE for m in methods}, on_stop=on_stop)
+
+
+def grpc_services(settings) -> list:
+    """What ``serving`` registers for this package (``serving.admin_services`` looks this up):
+    the admin API over the store at ``settings.campaign_db_url``, closed when the server stops."""
+    from campaigns._store import CampaignStore
+
+    store = CampaignStore.from_settings(settings)
+    return [admin_service(store, data_dir=settings.data_dir, on_stop=store.close)]

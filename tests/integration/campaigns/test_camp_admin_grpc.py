@@ -201,3 +201,25 @@ def test_delivery_stats(admin):
     assert empty.rows == []
     code, details, _ = _code(lambda: stub.GetDeliveryStats(pb.GetDeliveryStatsRequest(since="yesterday"), metadata=k))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "YYYY-MM-DD" in details
+
+
+def test_registered_by_serving_admin_services(make_settings):
+    """``serving.admin_services(settings)`` finds ``campaigns.grpc_services`` (what `sightline serve` runs)."""
+    import serving
+    from proto import admin_pb2 as pb
+    from proto import admin_pb2_grpc
+
+    settings = make_settings()
+    services = [s for s in serving.admin_services(settings) if s.name == "sightline.v1.CampaignAdminService"]
+    assert len(services) == 1
+    keys = serving.ApiKeyStore.from_settings(settings)
+    key = keys.create_key("ops", ["admin:campaigns"])
+    server = serving.build_server(settings, services, api_keys=keys, host="127.0.0.1", port=0).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = admin_pb2_grpc.CampaignAdminServiceStub(channel)
+            stub.CreateAdvertiser(pb.Advertiser(id="acme", name="ACME", currency="EUR"), metadata=md(key))
+            assert [a.id for a in stub.ListAdvertisers(pb.ListAdvertisersRequest(), metadata=md(key)).advertisers] == ["acme"]
+    finally:
+        server.stop(grace=0)
+        keys.close()
