@@ -109,11 +109,11 @@ class SparseFeature:
 
 
 SPARSE_FEATURES: tuple[SparseFeature, ...] = (
-    SparseFeature("item", 16384, ("item_id",), _single),
+    SparseFeature("item", 65536, ("item_id",), _single),
     SparseFeature("advertiser", 1024, ("advertiser_id",), _single),
     SparseFeature("campaign", 4096, ("campaign_id",), _single),
     SparseFeature("category", 1024, ("category",), _top_and_leaf),
-    SparseFeature("brand", 2048, ("brand",), _single),
+    SparseFeature("brand", 4096, ("brand",), _single),
     SparseFeature("item_kind", 8, ("item_kind",), _single),
     SparseFeature("scene", 512, ("scene",), _single, request_level=True),
     SparseFeature("objects", 2048, ("objects",), _multi, request_level=True),
@@ -130,6 +130,58 @@ SPARSE_FEATURES: tuple[SparseFeature, ...] = (
     SparseFeature("objects_x_category", 8192, ("objects", "category"), _objects_x_category),
     SparseFeature("intent_x_category", 16384, ("intent_text", "category"), _intent_x_category),
     SparseFeature("location_x_category", 4096, ("location_category", "category"), _cross),
+    SparseFeature("intent_category_x_category", 16384, ("intent_category", "category"), _cross),
+    SparseFeature("device_x_category", 1024, ("device", "category"), _cross),
+)
+
+
+_NUMBER = re.compile(r"(\d+(?:[.,]\d+)?)")
+
+
+def _intent_match(intent_category, category) -> float:
+    return 1.0 if intent_category and category and intent_category == category else 0.0
+
+
+def _intent_top_match(intent_category, category) -> float:
+    if not intent_category or not category or intent_category == category:
+        return 0.0
+    return 1.0 if str(intent_category).split("/", 1)[0] == str(category).split("/", 1)[0] else 0.0
+
+
+def _intent_brand(text, brand) -> float:
+    return 1.0 if text and brand and str(brand).lower() in str(text).lower() else 0.0
+
+
+def _price_cap(text) -> float:
+    """A spoken price cap ("under 100 euros") as a number; 0 when the intent names none."""
+    if not text:
+        return 0.0
+    m = _NUMBER.search(str(text))
+    return float(m.group(1).replace(",", ".")) if m else 0.0
+
+
+def _object_match(objects, category) -> float:
+    if not objects or not category:
+        return 0.0
+    leaf = str(category).rsplit("/", 1)[-1]
+    return 1.0 if any(o == leaf for o in objects) else 0.0
+
+
+@dataclass(frozen=True)
+class DerivedColumn:
+    """A numeric column computed from raw (string/list) values of a row, before ``dense_matrix``."""
+
+    name: str
+    sources: tuple[str, ...]
+    fn: Callable[..., float] = field(compare=False)
+
+
+DERIVED_COLUMNS: tuple[DerivedColumn, ...] = (
+    DerivedColumn("intent_match", ("intent_category", "category"), _intent_match),
+    DerivedColumn("intent_top_match", ("intent_category", "category"), _intent_top_match),
+    DerivedColumn("intent_brand", ("intent_text", "brand"), _intent_brand),
+    DerivedColumn("price_cap", ("intent_text",), _price_cap),
+    DerivedColumn("object_match", ("objects", "category"), _object_match),
 )
 
 # Raw numeric columns a row may carry (missing → 0). Names follow the Feast views, prefixed
@@ -141,10 +193,11 @@ COUNT_COLUMNS: tuple[str, ...] = (
     "ctx_events_24h", "ctx_clicks_24h",
     "user_impressions_24h", "user_clicks_24h", "user_impressions_7d", "user_clicks_7d", "user_category_clicks_7d",
 )
-RAW_DENSE_COLUMNS: tuple[str, ...] = ("price", "consent_personalization") + COUNT_COLUMNS
+RAW_DENSE_COLUMNS: tuple[str, ...] = ("price", "consent_personalization", "position", "prior_exposures") + COUNT_COLUMNS
 
 DENSE_FEATURES: tuple[str, ...] = (
-    "log_price", "has_price", "personalized",
+    "log_price", "has_price", "personalized", "log_position", "log_prior_exposures",
+    "intent_match", "intent_top_match", "intent_brand", "object_match", "has_price_cap", "over_price_cap",
     "log_item_impressions_1h", "log_item_impressions_24h", "log_item_clicks_24h",
     "item_ctr_1h", "item_ctr_24h", "item_cvr_24h",
     "log_campaign_impressions_24h", "campaign_ctr_24h", "campaign_cvr_24h",
@@ -180,6 +233,9 @@ def dense_matrix(cols: Mapping[str, np.ndarray], n: int, prior_ctr: float, prior
     u = lambda name: np.where(consent, col(name), 0.0)  # noqa: E731
     out = np.stack([
         np.log1p(price), (price > 0).astype(np.float64), consent.astype(np.float64),
+        np.log1p(np.maximum(col("position"), 0.0)), np.log1p(np.maximum(col("prior_exposures"), 0.0)),
+        col("intent_match"), col("intent_top_match"), col("intent_brand"), col("object_match"),
+        (col("price_cap") > 0).astype(np.float64), ((col("price_cap") > 0) & (price > col("price_cap"))).astype(np.float64),
         np.log1p(col("item_impressions_1h")), np.log1p(col("item_impressions_24h")), np.log1p(col("item_clicks_24h")),
         _logit_smoothed(col("item_clicks_1h"), col("item_impressions_1h"), prior_ctr),
         _logit_smoothed(col("item_clicks_24h"), col("item_impressions_24h"), prior_ctr),
@@ -254,7 +310,11 @@ class FeaturePipeline:
 
     # -- dense ---------------------------------------------------------------------------------
     def _raw_dense_frame(self, frame) -> np.ndarray:
-        cols = {c: frame[c].cast(float).fill_null(0.0).to_numpy() for c in RAW_DENSE_COLUMNS if c in frame.columns}
+        import polars as pl
+
+        cols = {c: frame[c].cast(pl.Float64).fill_null(0.0).to_numpy() for c in RAW_DENSE_COLUMNS if c in frame.columns}
+        for d in DERIVED_COLUMNS:
+            cols[d.name] = _map_unique(frame, d.sources, d.fn, pl.Float64).to_numpy()
         return dense_matrix(cols, frame.height, self.prior_ctr, self.prior_cvr)
 
     def _normalise(self, raw: np.ndarray) -> np.ndarray:
@@ -268,21 +328,7 @@ class FeaturePipeline:
         lengths: dict[str, np.ndarray] = {}
         values: dict[str, np.ndarray] = {}
         for feat in self.features:
-            missing = [pl.lit(None, pl.String).alias(c) for c in feat.sources if c not in frame.columns]
-            src = (frame.with_columns(missing) if missing else frame).select(list(feat.sources))
-            key_exprs = []
-            for c in feat.sources:
-                dtype = src.schema[c]
-                if isinstance(dtype, pl.List):
-                    key_exprs.append(pl.col(c).list.sort().list.join("\x1f").fill_null("").alias(f"__k_{c}"))
-                else:
-                    key_exprs.append(pl.col(c).cast(pl.String).fill_null("\x00").alias(f"__k_{c}"))
-            keys = src.with_columns(key_exprs)
-            kcols = [f"__k_{c}" for c in feat.sources]
-            uniq = keys.unique(subset=kcols, keep="first", maintain_order=False)
-            ids = [feat.ids(*row) for row in uniq.select(list(feat.sources)).iter_rows()]
-            uniq = uniq.select(kcols).with_columns(pl.Series("__ids", ids, dtype=pl.List(pl.Int64)))
-            joined = keys.select(kcols).join(uniq, on=kcols, how="left", maintain_order="left")["__ids"]
+            joined = _map_unique(frame, feat.sources, feat.ids, pl.List(pl.Int64))
             lengths[feat.name] = joined.list.len().to_numpy().astype(np.int32)
             values[feat.name] = joined.explode().drop_nulls().to_numpy().astype(np.int64)
         dense = self._normalise(self._raw_dense_frame(frame))
@@ -311,8 +357,40 @@ class FeaturePipeline:
             lengths[feat.name] = lens
             values[feat.name] = np.asarray(vals, dtype=np.int64)
         cols = {c: np.fromiter((_num(r.get(c)) for r in rows), dtype=np.float64, count=n) for c in RAW_DENSE_COLUMNS}
+        for d in DERIVED_COLUMNS:
+            out = np.empty(n, dtype=np.float64)
+            for i, row in enumerate(rows):
+                raw = tuple(row.get(c) for c in d.sources)
+                key = (d.name, tuple(tuple(r) if isinstance(r, list) else r for r in raw))
+                v = cache.get(key)
+                if v is None:
+                    v = d.fn(*raw)
+                    if len(cache) < 200_000:
+                        cache[key] = v
+                out[i] = v
+            cols[d.name] = out
         dense = self._normalise(dense_matrix(cols, n, self.prior_ctr, self.prior_cvr))
         return EncodedBatch(dense=dense, lengths=lengths, values=values)
+
+
+def _map_unique(frame, sources: Sequence[str], fn: Callable, dtype):
+    """``fn(*row[sources])`` for every row of a polars frame, calling ``fn`` once per distinct value."""
+    import polars as pl
+
+    missing = [pl.lit(None, pl.String).alias(c) for c in sources if c not in frame.columns]
+    src = (frame.with_columns(missing) if missing else frame).select(list(sources))
+    key_exprs = []
+    for c in sources:
+        if isinstance(src.schema[c], pl.List):
+            key_exprs.append(pl.col(c).list.sort().list.join("\x1f").fill_null("").alias(f"__k_{c}"))
+        else:
+            key_exprs.append(pl.col(c).cast(pl.String).fill_null("\x00").alias(f"__k_{c}"))
+    keys = src.with_columns(key_exprs)
+    kcols = [f"__k_{c}" for c in sources]
+    uniq = keys.unique(subset=kcols, keep="first", maintain_order=False)
+    out = [fn(*row) for row in uniq.select(list(sources)).iter_rows()]
+    uniq = uniq.select(kcols).with_columns(pl.Series("__out", out, dtype=dtype))
+    return keys.select(kcols).join(uniq, on=kcols, how="left", maintain_order="left")["__out"]
 
 
 def _num(v) -> float:

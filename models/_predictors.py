@@ -1,0 +1,247 @@
+"""Predictors: a trained model of any kind behind one small interface, saved to a directory.
+
+``Predictor.predict(EncodedBatch) -> float32 [B, 2]`` (pCTR, pCVR). Kinds: ``torchrec``
+(the unsharded ranker), ``xgboost`` (hist trees, one booster per head), ``logreg``
+(logistic regression on one-hot hashed ids + dense), ``popularity`` (smoothed item CTR).
+All read the same ``EncodedBatch`` the feature pipeline makes, so they share features.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from models._schema import DENSE_FEATURES, EncodedBatch
+from models.errors import ModelsError
+
+# Low-cardinality sparse features XGBoost reads as categoricals (first id of the bag,
+# "category" also its second: the top). High-cardinality ids reach trees through the
+# CTR statistics and the context-match features instead.
+_XGB_CATEGORICAL = ("category", "item_kind", "scene", "intent_category", "location", "hour", "device", "weekday")
+
+
+class Predictor(Protocol):
+    kind: str
+
+    def predict(self, enc: EncodedBatch) -> np.ndarray: ...
+
+    def save(self, directory: Path) -> None: ...
+
+
+def _first_ids(enc: EncodedBatch, feature: str, which: int = 0) -> np.ndarray:
+    lens = enc.lengths[feature]
+    off = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)])[:-1]
+    ok = lens > which
+    out = np.full(enc.size, np.nan, dtype=np.float32)
+    out[ok] = enc.values[feature][off[ok] + which]
+    return out
+
+
+def tabular(enc: EncodedBatch) -> tuple[np.ndarray, list[str], list[str]]:
+    """Dense features + categorical codes (NaN missing) for tree models; names and types."""
+    cols = [enc.dense]
+    names = list(DENSE_FEATURES)
+    types = ["q"] * len(DENSE_FEATURES)
+    for f in _XGB_CATEGORICAL:
+        if f not in enc.lengths:
+            continue
+        cols.append(_first_ids(enc, f)[:, None])
+        names.append(f)
+        types.append("c")
+    if "category" in enc.lengths:
+        cols.append(_first_ids(enc, "category", 1)[:, None])
+        names.append("category_top")
+        types.append("c")
+    return np.hstack(cols).astype(np.float32), names, types
+
+
+class XGBoostPredictor:
+    kind = "xgboost"
+
+    def __init__(self, ctr, cvr) -> None:
+        self.ctr, self.cvr = ctr, cvr
+
+    @classmethod
+    def fit(cls, enc: EncodedBatch, labels: np.ndarray, valid: tuple[EncodedBatch, np.ndarray] | None = None,
+            rounds: int = 400, seed: int = 0) -> "XGBoostPredictor":
+        import xgboost as xgb
+
+        x, names, types = tabular(enc)
+        params = {"objective": "binary:logistic", "eval_metric": "logloss", "tree_method": "hist",
+                  "max_depth": 7, "eta": 0.08, "subsample": 0.9, "colsample_bytree": 0.8, "min_child_weight": 5,
+                  "max_cat_to_onehot": 8, "nthread": 2, "seed": seed}
+        dtr = xgb.DMatrix(x, label=labels[:, 0], feature_names=names, feature_types=types, enable_categorical=True)
+        evals, dva = [], None
+        if valid is not None and valid[0].size:
+            xv, _, _ = tabular(valid[0])
+            dva = xgb.DMatrix(xv, label=valid[1][:, 0], feature_names=names, feature_types=types, enable_categorical=True)
+            evals = [(dva, "valid")]
+        ctr = xgb.train(params, dtr, rounds, evals=evals, early_stopping_rounds=30 if evals else None, verbose_eval=False)
+        clicked = labels[:, 0] > 0
+        dcv = xgb.DMatrix(x[clicked], label=labels[clicked, 1], feature_names=names, feature_types=types,
+                          enable_categorical=True)
+        cvr = xgb.train({**params, "max_depth": 4}, dcv, 150)
+        return cls(ctr, cvr)
+
+    def predict(self, enc: EncodedBatch) -> np.ndarray:
+        import xgboost as xgb
+
+        x, names, types = tabular(enc)
+        d = xgb.DMatrix(x, feature_names=names, feature_types=types, enable_categorical=True)
+        it = (0, self.ctr.best_iteration + 1) if self.ctr.attr("best_iteration") is not None else (0, 0)
+        return np.stack([self.ctr.predict(d, iteration_range=it), self.cvr.predict(d)], axis=1).astype(np.float32)
+
+    def save(self, directory: Path) -> None:
+        self.ctr.save_model(str(Path(directory) / "xgb_ctr.ubj"))
+        self.cvr.save_model(str(Path(directory) / "xgb_cvr.ubj"))
+
+    @classmethod
+    def load(cls, directory: Path) -> "XGBoostPredictor":
+        import xgboost as xgb
+
+        ctr, cvr = xgb.Booster(), xgb.Booster()
+        ctr.load_model(str(Path(directory) / "xgb_ctr.ubj"))
+        cvr.load_model(str(Path(directory) / "xgb_cvr.ubj"))
+        ctr.set_param({"nthread": 1})
+        cvr.set_param({"nthread": 1})
+        return cls(ctr, cvr)
+
+
+def _onehot(enc: EncodedBatch, sizes: dict[str, int]):
+    """CSR matrix: dense features, then one column per hashed id of every sparse feature."""
+    from scipy import sparse
+
+    n, d = enc.dense.shape
+    rows, cols, vals = [np.repeat(np.arange(n), d)], [np.tile(np.arange(d), n)], [enc.dense.reshape(-1)]
+    base = d
+    for f, size in sizes.items():
+        lens = enc.lengths[f]
+        rows.append(np.repeat(np.arange(n), lens))
+        cols.append(enc.values[f] + base)
+        vals.append(np.repeat(1.0 / np.maximum(lens, 1), lens))
+        base += size
+    r = np.concatenate(rows)
+    c = np.concatenate(cols)
+    v = np.concatenate(vals).astype(np.float32)
+    return sparse.csr_matrix((v, (r, c)), shape=(n, base))
+
+
+class LogRegPredictor:
+    kind = "logreg"
+
+    def __init__(self, coef_ctr: np.ndarray, b_ctr: float, coef_cvr: np.ndarray, b_cvr: float, sizes: dict) -> None:
+        self.coef_ctr, self.b_ctr, self.coef_cvr, self.b_cvr, self.sizes = coef_ctr, b_ctr, coef_cvr, b_cvr, sizes
+
+    @classmethod
+    def fit(cls, enc: EncodedBatch, labels: np.ndarray, sizes: dict[str, int], c: float = 0.5) -> "LogRegPredictor":
+        from sklearn.linear_model import LogisticRegression
+
+        x = _onehot(enc, sizes)
+        ctr = LogisticRegression(C=c, max_iter=300, solver="lbfgs").fit(x, labels[:, 0])
+        clicked = labels[:, 0] > 0
+        cvr = LogisticRegression(C=c / 4, max_iter=300, solver="lbfgs").fit(x[clicked], labels[clicked, 1])
+        return cls(ctr.coef_[0].astype(np.float32), float(ctr.intercept_[0]), cvr.coef_[0].astype(np.float32),
+                   float(cvr.intercept_[0]), dict(sizes))
+
+    def predict(self, enc: EncodedBatch) -> np.ndarray:
+        x = _onehot(enc, self.sizes)
+        z1 = x @ self.coef_ctr + self.b_ctr
+        z2 = x @ self.coef_cvr + self.b_cvr
+        return (1 / (1 + np.exp(-np.stack([z1, z2], axis=1)))).astype(np.float32)
+
+    def save(self, directory: Path) -> None:
+        np.savez(Path(directory) / "logreg.npz", coef_ctr=self.coef_ctr, coef_cvr=self.coef_cvr,
+                 b=np.array([self.b_ctr, self.b_cvr]))
+        (Path(directory) / "logreg_sizes.json").write_text(json.dumps(self.sizes))
+
+    @classmethod
+    def load(cls, directory: Path) -> "LogRegPredictor":
+        z = np.load(Path(directory) / "logreg.npz")
+        sizes = json.loads((Path(directory) / "logreg_sizes.json").read_text())
+        return cls(z["coef_ctr"], float(z["b"][0]), z["coef_cvr"], float(z["b"][1]), sizes)
+
+
+class PopularityPredictor:
+    """Smoothed per-item CTR/CVR from the training split (by hashed item id); prior otherwise."""
+
+    kind = "popularity"
+
+    def __init__(self, table: dict[int, tuple[float, float]], prior: tuple[float, float]) -> None:
+        self.table, self.prior = table, prior
+
+    @classmethod
+    def fit(cls, enc: EncodedBatch, labels: np.ndarray, strength: float = 20.0) -> "PopularityPredictor":
+        item = _first_ids(enc, "item")
+        p_ctr = float(labels[:, 0].mean())
+        p_cvr = float(labels[labels[:, 0] > 0, 1].mean()) if labels[:, 0].sum() else 0.0
+        table: dict[int, tuple[float, float]] = {}
+        ok = ~np.isnan(item)
+        ids, inv = np.unique(item[ok].astype(np.int64), return_inverse=True)
+        shows = np.bincount(inv, minlength=len(ids))
+        clicks = np.bincount(inv, weights=labels[ok, 0], minlength=len(ids))
+        convs = np.bincount(inv, weights=labels[ok, 1], minlength=len(ids))
+        for i, s, c, v in zip(ids.tolist(), shows, clicks, convs):
+            table[i] = ((c + strength * p_ctr) / (s + strength), (v + strength * p_cvr) / (c + strength))
+        return cls(table, (p_ctr, p_cvr))
+
+    def predict(self, enc: EncodedBatch) -> np.ndarray:
+        item = _first_ids(enc, "item")
+        out = np.empty((enc.size, 2), dtype=np.float32)
+        for k, i in enumerate(item):
+            out[k] = self.prior if np.isnan(i) else self.table.get(int(i), self.prior)
+        return out
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / "popularity.json").write_text(json.dumps(
+            {"prior": self.prior, "table": {str(k): v for k, v in self.table.items()}}))
+
+    @classmethod
+    def load(cls, directory: Path) -> "PopularityPredictor":
+        d = json.loads((Path(directory) / "popularity.json").read_text())
+        return cls({int(k): tuple(v) for k, v in d["table"].items()}, tuple(d["prior"]))
+
+
+class TorchRecPredictor:
+    """The unsharded TorchRec ranker (whole tables) loaded for single-process inference."""
+
+    kind = "torchrec"
+
+    def __init__(self, ranker, cfg) -> None:
+        self.ranker, self.cfg = ranker, cfg
+        self.keys = list(cfg.sparse)
+
+    def predict(self, enc: EncodedBatch) -> np.ndarray:
+        from models._torchrec import predict_ranker
+
+        return predict_ranker(self.ranker, enc, self.keys)
+
+    def save(self, directory: Path) -> None:
+        import torch
+
+        torch.save(self.ranker.state_dict(), Path(directory) / "ranker.pt")
+        (Path(directory) / "ranker_config.json").write_text(json.dumps(self.cfg.to_dict()))
+
+    @classmethod
+    def load(cls, directory: Path) -> "TorchRecPredictor":
+        import torch
+
+        from models._torchrec import RankerConfig, build_ranker
+
+        cfg = RankerConfig.from_dict(json.loads((Path(directory) / "ranker_config.json").read_text()))
+        ranker = build_ranker(cfg, device=torch.device("cpu"))
+        ranker.load_state_dict(torch.load(Path(directory) / "ranker.pt", map_location="cpu", weights_only=True))
+        ranker.eval()
+        return cls(ranker, cfg)
+
+
+KINDS = {"torchrec": TorchRecPredictor, "xgboost": XGBoostPredictor, "logreg": LogRegPredictor,
+         "popularity": PopularityPredictor}
+
+
+def load_predictor(kind: str, directory: Path) -> Predictor:
+    if kind not in KINDS:
+        raise ModelsError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    return KINDS[kind].load(directory)

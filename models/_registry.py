@@ -1,0 +1,202 @@
+"""The model registry: versioned artifact directories with metadata, and aliases.
+
+Layout under ``settings.registry_dir``::
+
+    versions/<version>/meta.json        kind, features, config, data window, metrics, code version
+    versions/<version>/pipeline.json    the fitted feature pipeline (priors, dense normalisation)
+    versions/<version>/<model files>    ranker.pt + ranker_config.json | xgb_*.ubj | logreg.npz | popularity.json
+    versions/<version>/report/          metrics.json, calibration.png, roc.png
+    aliases.json                        {"production": "<version>", "candidate": "<version>"}
+
+Versions are immutable once written (written to a temporary directory, then renamed);
+aliases are rewritten atomically. ``Registry.load`` returns a ``Scorer``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from models._schema import DENSE_FEATURES, FeaturePipeline
+from models.errors import InvalidModelInput, ModelNotFound, ModelsError
+
+log = logging.getLogger(__name__)
+
+ALIASES = ("production", "candidate")
+
+
+def code_version(repo: Path | None = None) -> str:
+    """The git sha of the checkout (``-dirty`` when it has uncommitted changes), else ``unknown``."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "models"], cwd=repo, capture_output=True,
+                               text=True, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One registered version: its directory and metadata."""
+
+    version: str
+    path: Path
+    meta: dict
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+
+class Scorer:
+    """A loaded model: ``score(rows) -> (pctr, pcvr)`` for one request's candidates at once.
+
+    ``rows`` are dicts (or one dict of equal-length columns) holding the request context
+    (``device``, ``scene``, ``objects``, ``intent_text``, ``intent_category``,
+    ``location_category``, ``region``, ``local_hour``, ``local_weekday``, ``user_id``,
+    ``consent_personalization``) and candidate attributes (``item_id``, ``item_kind``,
+    ``campaign_id``, ``advertiser_id``, ``category``, ``brand``, ``price``), optionally
+    ``position``/``prior_exposures`` and Feast feature values (``item_ctr``-style counts
+    named as in ``models.COUNT_COLUMNS``). Missing keys count as unknown / 0.
+    Thread-safe for concurrent ``score`` calls (the id cache is a plain dict; races only
+    recompute a hash).
+    """
+
+    def __init__(self, version: str, kind: str, pipeline: FeaturePipeline, predictor, meta: dict) -> None:
+        self.version, self.kind, self.pipeline, self.predictor, self.meta = version, kind, pipeline, predictor, meta
+        self._cache: dict = {}
+
+    def score(self, rows: Sequence[Mapping] | Mapping[str, Sequence]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (pctr, pcvr), float32 arrays in row order."""
+        rows = _as_rows(rows)
+        if not rows:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
+        enc = self.pipeline.encode_rows(rows, self._cache)
+        out = self.predictor.predict(enc)
+        return out[:, 0], out[:, 1]
+
+    def score_request(self, context: Mapping, candidates: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray]:
+        """Same as ``score`` with the request ``context`` merged into every candidate row."""
+        return self.score([{**context, **c} for c in candidates])
+
+    def __repr__(self) -> str:
+        return f"Scorer(version={self.version!r}, kind={self.kind!r})"
+
+
+def _as_rows(rows) -> list[Mapping]:
+    if isinstance(rows, Mapping):
+        lens = {len(v) for v in rows.values() if isinstance(v, (list, tuple, np.ndarray))}
+        if len(lens) > 1:
+            raise InvalidModelInput(f"columns have different lengths {sorted(lens)}; pass equal-length columns")
+        n = lens.pop() if lens else 0
+        keys = list(rows)
+        return [{k: rows[k][i] for k in keys} for i in range(n)]
+    return list(rows)
+
+
+class Registry:
+    """Versions and aliases under ``settings.registry_dir`` (or an explicit directory)."""
+
+    def __init__(self, settings=None, *, root: Path | None = None) -> None:
+        if root is None and settings is None:
+            raise ModelsError("Registry needs settings (settings.registry_dir) or root=")
+        self.root = Path(root) if root is not None else Path(settings.registry_dir)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def register(self, kind: str, predictor, pipeline: FeaturePipeline, *, config: Mapping | None = None,
+                 data_window: Mapping | None = None, metrics: Mapping | None = None, extra: Mapping | None = None,
+                 report_dir: Path | None = None, alias: str | None = None) -> ModelRecord:
+        """Write a new immutable version; optionally point ``alias`` at it."""
+        now = datetime.now(timezone.utc)
+        version = f"{kind}-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        versions = self.root / "versions"
+        versions.mkdir(parents=True, exist_ok=True)
+        tmp = versions / f".{version}.tmp"
+        tmp.mkdir()
+        predictor.save(tmp)
+        (tmp / "pipeline.json").write_text(json.dumps(pipeline.to_dict()))
+        if report_dir and Path(report_dir).exists():
+            shutil.copytree(report_dir, tmp / "report")
+        meta = {
+            "version": version, "kind": kind, "created_at": now.isoformat(),
+            "features": {"sparse": list(pipeline.sparse), "dense": list(DENSE_FEATURES)},
+            "config": dict(config or {}), "data_window": dict(data_window or {}),
+            "metrics": dict(metrics or {}), "code_version": code_version(), **dict(extra or {}),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
+        os.replace(tmp, versions / version)
+        log.info("registered model %s", version)
+        if alias:
+            self.promote(version, alias)
+        return ModelRecord(version, versions / version, meta)
+
+    def promote(self, version_or_alias: str, alias: str = "production") -> ModelRecord:
+        """Point ``alias`` at a version (or at what another alias points to)."""
+        if alias not in ALIASES:
+            raise InvalidModelInput(f"alias {alias!r} is not one of {', '.join(ALIASES)}")
+        rec = self.get(version_or_alias)
+        aliases = self.aliases()
+        aliases[alias] = rec.version
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".aliases.{uuid.uuid4().hex[:6]}.tmp"
+        tmp.write_text(json.dumps(aliases, indent=1))
+        os.replace(tmp, self.root / "aliases.json")
+        return rec
+
+    # -- reading ---------------------------------------------------------------------------------
+    def aliases(self) -> dict[str, str]:
+        f = self.root / "aliases.json"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def list(self) -> list[ModelRecord]:
+        """All versions, newest first."""
+        d = self.root / "versions"
+        if not d.exists():
+            return []
+        recs = []
+        for p in d.iterdir():
+            if p.name.startswith(".") or not (p / "meta.json").exists():
+                continue
+            recs.append(ModelRecord(p.name, p, json.loads((p / "meta.json").read_text())))
+        return sorted(recs, key=lambda r: r.meta.get("created_at", ""), reverse=True)
+
+    def get(self, version_or_alias: str) -> ModelRecord:
+        version = self.aliases().get(version_or_alias, version_or_alias)
+        p = self.root / "versions" / version
+        if not (p / "meta.json").exists():
+            known = ", ".join(sorted(self.aliases())) or "none"
+            raise ModelNotFound(f"no model {version_or_alias!r} in {self.root} (aliases: {known}); "
+                                "train one with `sightline train` or see `sightline models list`")
+        return ModelRecord(version, p, json.loads((p / "meta.json").read_text()))
+
+    def load(self, version_or_alias: str = "production") -> Scorer:
+        """A ready ``Scorer`` for a version or alias."""
+        from models._predictors import load_predictor
+
+        rec = self.get(version_or_alias)
+        pipeline = FeaturePipeline.from_dict(json.loads((rec.path / "pipeline.json").read_text()))
+        return Scorer(rec.version, rec.kind, pipeline, load_predictor(rec.kind, rec.path), rec.meta)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
