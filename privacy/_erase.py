@@ -131,6 +131,35 @@ def _offline(settings, ids: Sequence[str]) -> list[StoreDeletion]:
     return out
 
 
+def _streaming_state(settings, ids: Sequence[str]) -> list[StoreDeletion]:
+    """The ingest workers' local window buckets of the user (else a recompute could re-create features)."""
+    import sqlite3
+
+    try:
+        from streaming import StateStore, state_path
+    except ImportError:  # pragma: no cover - streaming is part of the product
+        return []
+    path = state_path(settings.data_dir)
+    if not path.exists():
+        return []
+    count = 0
+    try:  # count first (erase_user_state does not say how many rows went)
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as ro:
+            marks = ",".join("?" * len(ids))
+            count = ro.execute(f"SELECT count(*) FROM buckets WHERE entity IN ({marks})", list(ids)).fetchone()[0]
+    except sqlite3.Error:
+        count = 0
+    state = StateStore(path)
+    try:
+        with state.transaction() as db:
+            StateStore.erase_user_state(db, list(ids))
+    finally:
+        close = getattr(state, "close", None)
+        if close:
+            close()
+    return [StoreDeletion("streaming_state", str(path), int(count), "user-keyed window buckets and dirty marks")]
+
+
 def erase_user(settings, user_id: str, *, pseudonymous: bool = False, requested_by: str = "",
                erasers: Mapping[str, Eraser] | None = None) -> Receipt:
     """Erase ``user_id`` (the app's id; ``pseudonymous=True`` if it is already the stored pseudonym).
@@ -149,6 +178,7 @@ def erase_user(settings, user_id: str, *, pseudonymous: bool = False, requested_
     stores.append(StoreDeletion(online.store, online.location, online.rows,
                                 f"{online.entities} entity rows in {', '.join(online.views)}"))
     stores += _offline(settings, ids)
+    stores += _streaming_state(settings, ids)
     for name, eraser in (erasers or {}).items():
         stores.append(StoreDeletion(name, "in-process", int(eraser(list(ids)))))
     notes = (

@@ -94,3 +94,11 @@ def populated(feast_settings) -> Populated:
     # a request-unit exposure whose unit id is the victim's pseudonym, logged under another user id
     append_events(s.data_dir, "exposures", exposure_frame(["someone-else"], now, unit_ids=[victim]))
     return Populated(s, store, "app-user-victim", victim, bystander, online_rows)
+
+
+@pytest.fixture(scope="session")
+def privacy_kit():
+    """The frame builders of this conftest for test modules (conftest is not importable)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(view_frame=view_frame, feedback_frame=feedback_frame, exposure_frame=exposure_frame)
