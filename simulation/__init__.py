@@ -14,7 +14,8 @@ from simulation._logged import request_frame, simulate_logged_impressions
 from simulation._metrics import auc, bayes_metrics, log_loss
 from simulation._respond import GrpcServingClient, RespondResult, ServingClient, respond
 from simulation._traffic import (
-    TrafficPlan, TrafficStats, consent_message, context_message, context_proto, iter_plan, plan_traffic, produce_traffic,
+    TrafficPlan, TrafficStats, consent_message, context_message, context_proto, encode_plan, iter_plan, plan_traffic,
+    produce_traffic,
 )
 from simulation._truth import ResponseModel, relevance, true_probabilities
 from simulation._world import Items, Latent, World, WorldConfig, build_world
@@ -26,7 +27,7 @@ __all__ = [
     "ResponseModel", "relevance", "true_probabilities",
     "simulate_logged_impressions", "bayes_metrics", "auc", "log_loss",
     "load_world", "world_to_campaign_models", "campaign_window",
-    "TrafficPlan", "TrafficStats", "plan_traffic", "produce_traffic", "iter_plan",
+    "TrafficPlan", "TrafficStats", "plan_traffic", "produce_traffic", "iter_plan", "encode_plan",
     "context_message", "consent_message", "context_proto",
     "ServingClient", "GrpcServingClient", "RespondResult", "respond",
     "SimulationError", "SimulationConfigError", "SimulationUnavailable",

@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterator
 
 import numpy as np
 
+from simulation import _vocab as V
 from simulation._context import ContextBatch, sample_contexts
 from simulation._world import World
 from simulation.errors import SimulationConfigError, SimulationUnavailable
 
 log = logging.getLogger(__name__)
+
+_LOCATIONS: tuple[str, ...] = tuple(scene.location_category for scene in V.SCENES)
 
 APP_ID = "sim-assistant"
 
@@ -44,6 +46,9 @@ class TrafficPlan:
     consent_flags: np.ndarray       # bool (n, 3): context, personalization, measurement
     consent_withdrawal: np.ndarray  # bool: True for a withdrawal
     seed: int
+    run_id: str
+    """``<seed>-<start epoch ms>``: part of every event id, so a replay of the same plan
+    repeats its ids (streaming dedupes them) while a new run gets new ones."""
     app_id: str = APP_ID
 
     @property
@@ -104,12 +109,13 @@ def plan_traffic(
     c_flags = np.concatenate([init_flags, w_flags]).astype(bool)
     c_withdrawal = np.concatenate([np.zeros(len(users), bool), np.ones(n_w, bool)])
     order = np.argsort(c_time, kind="stable")
-    return TrafficPlan(ctx, c_user[order], c_time[order], c_flags[order], c_withdrawal[order], seed)
+    start_ms = int(min(t0, int(c_time.min()))) if len(c_time) else t0
+    return TrafficPlan(ctx, c_user[order], c_time[order], c_flags[order], c_withdrawal[order], seed,
+                       f"{seed}-{start_ms}")
 
 
-def _event_id(seed: int, kind: str, i: int) -> str:
-    # deterministic, so a replayed plan produces the same ids (streaming dedupes on them)
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sightline-sim/{seed}/{kind}/{i}"))
+def _event_id(plan: TrafficPlan, kind: str, i: int) -> str:
+    return f"sim-{plan.run_id}-{kind}-{i}"
 
 
 def context_message(world: World, plan: TrafficPlan, i: int, *, event_time_ms: int | None = None):
@@ -119,7 +125,7 @@ def context_message(world: World, plan: TrafficPlan, i: int, *, event_time_ms: i
     ctx = plan.contexts
     u = int(ctx.user[i])
     return pb.ContextEvent(
-        event_id=_event_id(plan.seed, "context", i),
+        event_id=_event_id(plan, "ctx", i),
         event_time_ms=int(ctx.event_time_ms[i]) if event_time_ms is None else event_time_ms,
         user_id=world.user_ids[u],
         consent=pb.Consent(context=bool(ctx.consent_context[i]), personalization=bool(ctx.consent_personalization[i]),
@@ -138,17 +144,11 @@ def context_proto(world: World, ctx: ContextBatch, i: int):
         scene=world.scenes[ctx.scene[i]],
         objects=ctx.object_labels(world, i),
         intent_text=str(ctx.intent_text[i]),
-        location_category=_LOCATIONS(world)[ctx.scene[i]],
+        location_category=_LOCATIONS[ctx.scene[i]],
         region=str(ctx.region[i]),
         local_hour=int(ctx.local_hour[i]),
         local_weekday=int(ctx.local_weekday[i]),
     )
-
-
-def _LOCATIONS(world: World) -> tuple[str, ...]:  # noqa: N802 (cached table)
-    from simulation import _vocab as V
-
-    return tuple(s.location_category for s in V.SCENES)
 
 
 def consent_message(world: World, plan: TrafficPlan, j: int, *, event_time_ms: int | None = None):
@@ -157,11 +157,63 @@ def consent_message(world: World, plan: TrafficPlan, j: int, *, event_time_ms: i
 
     c, p, m = (bool(x) for x in plan.consent_flags[j])
     return pb.ConsentEvent(
-        event_id=_event_id(plan.seed, "consent", j),
+        event_id=_event_id(plan, "consent", j),
         event_time_ms=int(plan.consent_time_ms[j]) if event_time_ms is None else event_time_ms,
         user_id=world.user_ids[int(plan.consent_user[j])],
         consent=pb.Consent(context=c, personalization=p, measurement=m),
     )
+
+
+class _Encoder:
+    """Builds the plan's protobufs fast: every per-event field pre-converted to Python lists once."""
+
+    def __init__(self, world: World, plan: TrafficPlan) -> None:
+        from proto import events_pb2 as pb
+
+        self.pb = pb
+        self.plan = plan
+        ctx = plan.contexts
+        ids = world.user_ids
+        self.c_user = [ids[u] for u in ctx.user.tolist()]
+        self.c_time = ctx.event_time_ms.tolist()
+        self.c_consent = list(zip(ctx.consent_context.tolist(), ctx.consent_personalization.tolist(),
+                                  ctx.consent_measurement.tolist()))
+        self.c_device = [pb.GLASSES if d == 0 else pb.PHONE for d in ctx.device.tolist()]
+        self.c_scene = [world.scenes[s] for s in ctx.scene.tolist()]
+        self.c_location = [_LOCATIONS[s] for s in ctx.scene.tolist()]
+        vocab = world.object_vocab
+        self.c_objects = [[vocab[o] for o in row if o >= 0] for row in ctx.objects.tolist()]
+        self.c_intent = [str(t) for t in ctx.intent_text.tolist()]
+        self.c_region = [str(r) for r in ctx.region.tolist()]
+        self.c_hour = ctx.local_hour.tolist()
+        self.c_weekday = ctx.local_weekday.tolist()
+        self.k_user = [ids[u] for u in plan.consent_user.tolist()]
+        self.k_time = plan.consent_time_ms.tolist()
+        self.k_flags = [tuple(f) for f in plan.consent_flags.tolist()]
+
+    def context(self, i: int, event_time_ms: int | None = None):
+        pb = self.pb
+        c, p, m = self.c_consent[i]
+        return pb.ContextEvent(
+            event_id=_event_id(self.plan, "ctx", i),
+            event_time_ms=self.c_time[i] if event_time_ms is None else event_time_ms,
+            user_id=self.c_user[i],
+            consent=pb.Consent(context=c, personalization=p, measurement=m),
+            context=pb.Context(device=self.c_device[i], scene=self.c_scene[i], objects=self.c_objects[i],
+                               intent_text=self.c_intent[i], location_category=self.c_location[i],
+                               region=self.c_region[i], local_hour=self.c_hour[i], local_weekday=self.c_weekday[i]),
+            app_id=self.plan.app_id,
+        )
+
+    def consent(self, j: int, event_time_ms: int | None = None):
+        pb = self.pb
+        c, p, m = self.k_flags[j]
+        return pb.ConsentEvent(
+            event_id=_event_id(self.plan, "consent", j),
+            event_time_ms=self.k_time[j] if event_time_ms is None else event_time_ms,
+            user_id=self.k_user[j],
+            consent=pb.Consent(context=c, personalization=p, measurement=m),
+        )
 
 
 def iter_plan(plan: TrafficPlan) -> Iterator[tuple[str, int, int]]:
@@ -175,6 +227,18 @@ def iter_plan(plan: TrafficPlan) -> Iterator[tuple[str, int, int]]:
         else:
             yield "context", i, int(ct[i])
             i += 1
+
+
+def encode_plan(world: World, plan: TrafficPlan) -> Iterator[tuple[str, bytes, bytes, int]]:
+    """(stream, key, serialized value, event_time_ms) of every event in time order.
+
+    For callers that send the bytes themselves (a benchmark pre-producing its input,
+    a test feeding a consumer directly); ``stream`` is "context" or "consent".
+    """
+    enc = _Encoder(world, plan)
+    for stream, idx, t_ms in iter_plan(plan):
+        msg = enc.context(idx) if stream == "context" else enc.consent(idx)
+        yield stream, msg.user_id.encode(), msg.SerializeToString(), t_ms
 
 
 @dataclass
@@ -218,6 +282,7 @@ def produce_traffic(
     if own:
         producer = _producer(settings)
     stats = TrafficStats(topics=topics)
+    encoder = _Encoder(world, plan)
     start = clock()
     t_first = None
     sent_since = 0
@@ -234,10 +299,10 @@ def produce_traffic(
                     sleep(wait)
             now_ms = int(time.time() * 1000) if stamp_now else None
             if stream == "context":
-                msg = context_message(world, plan, idx, event_time_ms=now_ms)
+                msg = encoder.context(idx, now_ms)
                 stats.context_events += 1
             else:
-                msg = consent_message(world, plan, idx, event_time_ms=now_ms)
+                msg = encoder.consent(idx, now_ms)
                 stats.consent_events += 1
                 stats.withdrawals += int(plan.consent_withdrawal[idx])
             producer.send(topics[stream], key=msg.user_id.encode(), value=msg.SerializeToString(),
@@ -275,7 +340,7 @@ def _producer(settings):
         raise SimulationUnavailable(f"no Kafka broker: {exc}; start one with 'sightline stack up' "
                                     "or set SIGHTLINE_KAFKA_BOOTSTRAP") from exc
     try:
-        return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024,
+        return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024,
                              max_in_flight_requests_per_connection=5, retries=5)
     except KafkaError as exc:  # kafka-python 3 has no NoBrokersAvailable any more
         raise SimulationUnavailable("no Kafka broker answers; start one with 'sightline stack up' "

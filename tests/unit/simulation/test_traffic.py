@@ -1,10 +1,14 @@
 """Traffic planning and producing (with a recording producer; the real broker is in integration)."""
 
+from datetime import datetime, timezone
+
 import numpy as np
 import pytest
 
 from proto import events_pb2 as pb
-from simulation import SimulationConfigError, consent_message, context_message, iter_plan, plan_traffic, produce_traffic
+from simulation import (
+    SimulationConfigError, consent_message, context_message, encode_plan, iter_plan, plan_traffic, produce_traffic,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +102,25 @@ def test_pacing_by_rate_uses_the_clock(small_world, make_settings):
     assert stats.seconds == pytest.approx((total - 1) / 100.0)
     with pytest.raises(SimulationConfigError):
         produce_traffic(small_world, small, make_settings(), rate=1.0, speedup=2.0, producer=RecordingProducer())
+
+
+def test_fast_encoder_matches_the_public_builders(small_world, plan):
+    from simulation._traffic import _Encoder
+
+    enc = _Encoder(small_world, plan)
+    for i in (0, 1, 17, plan.n_context - 1):
+        assert enc.context(i) == context_message(small_world, plan, i)
+    for j in (0, plan.n_consent - 1):
+        assert enc.consent(j) == consent_message(small_world, plan, j)
+    # a new run (other start) gets new event ids; a replay of the same plan the same ones
+    other = plan_traffic(small_world, 3_000, seed=2, withdrawal_share=0.05,
+                         start_time=datetime(2027, 1, 1, tzinfo=timezone.utc))
+    assert context_message(small_world, other, 0).event_id != context_message(small_world, plan, 0).event_id
+
+
+def test_encode_plan_yields_serialized_events_in_time_order(small_world, plan):
+    out = list(encode_plan(small_world, plan))
+    assert len(out) == plan.n_context + plan.n_consent
+    assert [t for *_, t in out] == sorted(t for *_, t in out)
+    stream, key, value, t = next(o for o in out if o[0] == "context")
+    assert pb.ContextEvent.FromString(value).user_id.encode() == key
