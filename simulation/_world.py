@@ -245,6 +245,7 @@ def build_world(config: WorldConfig | None = None, taxonomy: Taxonomy | None = N
     cover = np.zeros((n_t, n_a))
     cover[adv_top, np.arange(n_a)] += 3.0 * adv_size
     cover[adv_top2, np.arange(n_a)] += adv_size
+    cover[cover.sum(axis=1) == 0] = adv_size  # a top no advertiser covers (tiny worlds): anyone sells it
     cum = np.cumsum(cover / cover.sum(axis=1, keepdims=True), axis=1)
     p_top = category_top[p_cat]
     p_adv = np.minimum((cum[p_top] < rng.random(n_p)[:, None]).sum(axis=1), n_a - 1)
