@@ -10,7 +10,7 @@ the same package (see docs/simulation.md).
 
 from simulation._context import MAX_OBJECTS, ContextBatch, sample_contexts
 from simulation._load import campaign_window, load_world, world_to_campaign_models
-from simulation._logged import request_frame, simulate_logged_impressions
+from simulation._logged import request_frame, simulate_logged_impressions, to_feedback_events
 from simulation._metrics import auc, bayes_metrics, log_loss
 from simulation._respond import GrpcServingClient, RespondResult, ServingClient, respond
 from simulation._traffic import (
@@ -25,7 +25,7 @@ __all__ = [
     "WorldConfig", "World", "Items", "Latent", "build_world",
     "ContextBatch", "MAX_OBJECTS", "sample_contexts", "request_frame",
     "ResponseModel", "relevance", "true_probabilities",
-    "simulate_logged_impressions", "bayes_metrics", "auc", "log_loss",
+    "simulate_logged_impressions", "to_feedback_events", "bayes_metrics", "auc", "log_loss",
     "load_world", "world_to_campaign_models", "campaign_window",
     "TrafficPlan", "TrafficStats", "plan_traffic", "produce_traffic", "iter_plan", "encode_plan",
     "context_message", "consent_message", "context_proto",

@@ -171,3 +171,44 @@ def _frame(world, ctx, req, kind, item, pos, prior, p_click, p_conv, click, conv
     first = ["event_id", "event_time", "user_id", "request_id", "item_kind", "item_id", "campaign_id", "advertiser_id",
              "product_sku", "category", "brand", "price", "position"]
     return out.select(first + [c for c in out.columns if c not in first])
+
+
+def to_feedback_events(world: World, frame: pl.DataFrame, *, model_version: str = "logging-policy") -> pl.DataFrame:
+    """Explode logged impressions into feedback-log rows (impression, click, conversion).
+
+    The result has exactly the columns of ``features.event_log_schema("feedback")``, so
+    ``features.append_events(data_dir, "feedback", to_feedback_events(world, frame))``
+    seeds the offline event log (delivery reports, experiment analysis, training sets).
+    Spend follows the campaign's pricing: CPM bid / 1000 per ad impression, CPC bid per
+    ad click; products cost nothing. Clicks come 2 s and conversions 10 min after the
+    impression.
+    """
+    camp = world.campaigns.select(
+        "campaign_id",
+        pl.col("pricing").alias("_pricing"),
+        pl.col("bid").alias("_bid"),
+    )
+    base = frame.join(camp, on="campaign_id", how="left", maintain_order="left").with_columns(
+        pl.col("event_id").alias("impression_token"),
+        pl.lit(model_version).alias("model_version"),
+        pl.lit(None, dtype=pl.Float64).alias("pctr"),
+        pl.lit("{}").alias("experiment_arms"),
+    )
+    imp_spend = pl.when(pl.col("_pricing") == "cpm").then(pl.col("_bid") / 1000.0).otherwise(0.0)
+    click_spend = pl.when(pl.col("_pricing") == "cpc").then(pl.col("_bid")).otherwise(0.0)
+    impressions = base.with_columns(pl.lit("impression").alias("type"), imp_spend.fill_null(0.0).alias("spend"),
+                                    pl.lit(0.0).alias("conversion_value"))
+    clicks = base.filter(pl.col("click")).with_columns(
+        pl.lit("click").alias("type"), click_spend.fill_null(0.0).alias("spend"), pl.lit(0.0).alias("conversion_value"),
+        (pl.col("event_id") + "-c").alias("event_id"), (pl.col("event_time") + pl.duration(seconds=2)).alias("event_time"))
+    conversions = base.filter(pl.col("conversion")).with_columns(
+        pl.lit("conversion").alias("type"), pl.lit(0.0).alias("spend"),
+        (pl.col("event_id") + "-v").alias("event_id"), (pl.col("event_time") + pl.duration(minutes=10)).alias("event_time"))
+    columns = [
+        "event_id", "event_time", "user_id", "type", "impression_token", "request_id", "item_kind", "item_id",
+        "campaign_id", "advertiser_id", "product_sku", "category", "position", "spend", "conversion_value",
+        "model_version", "pctr", "app_id", "device", "scene", "objects", "intent_text", "location_category", "region",
+        "local_hour", "local_weekday", "experiment_arms", "consent_personalization", "consent_measurement",
+    ]
+    return pl.concat([impressions.select(columns), clicks.select(columns), conversions.select(columns)]).sort(
+        "event_time", maintain_order=True)

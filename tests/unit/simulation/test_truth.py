@@ -110,3 +110,22 @@ def test_metrics_known_values():
     assert log_loss(y, [0.5] * 4) == pytest.approx(np.log(2))
     m = bayes_metrics(y, [0.1, 0.2, 0.8, 0.9])
     assert m["n"] == 4 and m["positive_rate"] == 0.5
+
+
+def test_feedback_events_fit_the_event_log(small_world, tmp_path):
+    from features import append_events, read_events
+    from simulation import to_feedback_events
+
+    frame = simulate_logged_impressions(small_world, 1_500, seed=6, days=1)
+    events = to_feedback_events(small_world, frame)
+    counts = dict(events["type"].value_counts().iter_rows())
+    assert counts["impression"] == frame.height
+    assert counts["click"] == frame["click"].sum()
+    assert counts.get("conversion", 0) == frame["conversion"].sum()
+    assert events["event_id"].n_unique() == events.height
+    assert events.filter(events["type"] == "conversion")["conversion_value"].min() > 0
+    ads = events.filter(events["item_kind"] == "ad")
+    assert ads["spend"].sum() > 0 and events.filter(events["item_kind"] == "product")["spend"].sum() == 0
+    append_events(tmp_path, "feedback", events)
+    back = read_events(tmp_path, "feedback")
+    assert back.height == events.height
