@@ -146,3 +146,14 @@ arms:
     assert exp.arm("xgboost").params.num_ads == 3
     with pytest.raises(ExperimentValidationError, match="YAML"):
         load_experiment_yaml("id: [unclosed")
+
+
+def test_example_definitions_parse():
+    from pathlib import Path
+
+    import experiments
+
+    examples = sorted((Path(experiments.__file__).parent / "examples").glob("*.yaml"))
+    parsed = [load_experiment_yaml(p.read_text()) for p in examples]
+    assert {e.id for e in parsed} >= {"ranker_xgb", "auction_reserve"}
+    assert len({e.layer for e in parsed}) == len(parsed)  # different layers: both can run at once
