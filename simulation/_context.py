@@ -72,6 +72,17 @@ def _sample_rows(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum((cum < u[:, None]).sum(axis=1), weights.shape[1] - 1)
 
 
+def _sample_by_group(table: np.ndarray, group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One categorical draw per element from ``table[group[k]]`` (few distinct rows: binary search)."""
+    cdf = np.cumsum(table, axis=1)
+    u = rng.random(len(group))
+    out = np.empty(len(group), dtype=np.int64)
+    for g in np.unique(group):
+        idx = np.flatnonzero(group == g)
+        out[idx] = np.searchsorted(cdf[g], u[idx] * cdf[g, -1], side="right")
+    return np.minimum(out, table.shape[1] - 1)
+
+
 def _nice_cap(x: np.ndarray) -> np.ndarray:
     step = np.where(x < 20, 5, np.where(x < 100, 10, np.where(x < 500, 50, 100)))
     return np.maximum(step, np.round(x / step) * step).astype(np.float64)
@@ -127,7 +138,6 @@ def sample_contexts(
     # scene: the user's habits × how likely the scene is at that hour
     scene = np.empty(n, dtype=np.int16)
     focus = np.empty(n, dtype=np.int32)
-    second = np.empty((n, 2), dtype=np.int32)
     rel = world.scene_category
     for lo in range(0, n, chunk):
         sl = slice(lo, min(n, lo + chunk))
@@ -136,9 +146,8 @@ def sample_contexts(
         scene[sl] = s
         fw = np.exp(lat.user_interest[users[sl]]) * (0.15 + rel[s])
         focus[sl] = _sample_rows(fw, rng)
-        sw = 0.02 + rel[s]
-        second[sl, 0] = _sample_rows(sw, rng)
-        second[sl, 1] = _sample_rows(sw, rng)
+    scene_objects = 0.02 + rel
+    second = np.stack([_sample_by_group(scene_objects, scene, rng), _sample_by_group(scene_objects, scene, rng)], axis=1)
 
     # objects: focus object (often), scene objects, a generic object, rarely a sensitive one
     n_cat = len(world.categories)

@@ -16,14 +16,14 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from simulation._context import ContextBatch, _sample_rows, sample_contexts
+from simulation._context import ContextBatch, _sample_by_group, sample_contexts
 from simulation._truth import ResponseModel, true_probabilities
 from simulation._world import World
 
 APP_ID = "sim-assistant"
 
 
-def _context_guess(world: World, ctx: ContextBatch, rng: np.random.Generator, chunk: int = 20_000) -> np.ndarray:
+def _context_guess(world: World, ctx: ContextBatch, rng: np.random.Generator) -> np.ndarray:
     """Per request: the category a contextual candidate generator would look at first."""
     n = len(ctx)
     guess = ctx.intent_category.copy()
@@ -32,9 +32,7 @@ def _context_guess(world: World, ctx: ContextBatch, rng: np.random.Generator, ch
         oc = np.where(o >= 0, world.object_category[np.maximum(o, 0)], -1)
         guess = np.where(guess >= 0, guess, oc)
     missing = np.flatnonzero(guess < 0)
-    for lo in range(0, len(missing), chunk):
-        idx = missing[lo:lo + chunk]
-        guess[idx] = _sample_rows(0.02 + world.scene_category[ctx.scene[idx]], rng)
+    guess[missing] = _sample_by_group(0.02 + world.scene_category, ctx.scene[missing], rng)
     return guess
 
 
@@ -78,10 +76,7 @@ def simulate_logged_impressions(
     req = np.repeat(np.arange(n), slots)
     kind = np.tile(np.array([0] * n_ads + [1] * n_suggestions, dtype=np.int8), n)
     contextual = rng.random(n * slots) < contextual_share
-    scene_draw = np.empty(n * slots, dtype=np.int64)
-    for lo in range(0, n * slots, 50_000):
-        sl = slice(lo, min(n * slots, lo + 50_000))
-        scene_draw[sl] = _sample_rows(0.02 + world.scene_category[ctx.scene[req[sl]]], rng)
+    scene_draw = _sample_by_group(0.02 + world.scene_category, ctx.scene[req], rng)
     ctx_cat = np.where(rng.random(n * slots) < 0.6, guess[req], scene_draw)
     cats = np.where(contextual, ctx_cat, rng.integers(0, len(world.categories), n * slots))
     item = np.empty(n * slots, dtype=np.int64)
@@ -141,30 +136,30 @@ def _frame(world, ctx, req, kind, item, pos, prior, p_click, p_conv, click, conv
     items = world.items
     requests = request_frame(world, ctx).with_columns(
         pl.format("req-{}-{}", pl.lit(seed), pl.int_range(pl.len()).cast(pl.String).str.zfill(8)).alias("request_id"))
-    camp_ids = np.array(world.campaigns["campaign_id"].to_list() + [""], dtype=object)
-    adv_ids = world.advertisers["advertiser_id"].to_numpy()
-    skus = np.array(world.products["product_sku"].to_list() + [""], dtype=object)
-    cats = np.array(world.categories, dtype=object)
-    brands = np.array(world.brands, dtype=object)
-    m = len(req)
-    imp = pl.DataFrame({
-        "item_kind": np.where(kind == 0, "ad", "product"),
-        "item_id": items.item_id[item].astype(str),
-        "campaign_id": camp_ids[items.campaign[item]].astype(str),
-        "advertiser_id": adv_ids[items.advertiser[item]].astype(str),
-        "product_sku": skus[items.product[item]].astype(str),
-        "category": cats[items.category[item]].astype(str),
-        "brand": brands[items.brand[item]].astype(str),
-        "price": items.price[item],
-        "position": pos.astype(np.int32),
-        "prior_exposures": prior.astype(np.int32),
-        "p_click": p_click,
-        "p_conversion_given_click": p_conv,
-        "p_conversion": p_click * p_conv,
-        "click": click,
-        "conversion": conversion,
-        "conversion_value": np.where(conversion, items.price[item], 0.0),
-    })
+
+    def lookup(values, idx: np.ndarray, name: str) -> pl.Series:
+        # polars gathers strings far faster than numpy object arrays convert; index -1 -> last ("")
+        table = pl.Series(name, list(values) + [""], dtype=pl.String)
+        return table.gather(np.where(idx < 0, len(table) - 1, idx))
+
+    imp = pl.DataFrame([
+        lookup(("ad", "product"), kind.astype(np.int64), "item_kind"),
+        lookup(items.item_id.tolist(), item, "item_id"),
+        lookup(world.campaigns["campaign_id"].to_list(), items.campaign[item], "campaign_id"),
+        lookup(world.advertisers["advertiser_id"].to_list(), items.advertiser[item], "advertiser_id"),
+        lookup(world.products["product_sku"].to_list(), items.product[item], "product_sku"),
+        lookup(world.categories, items.category[item], "category"),
+        lookup(world.brands, items.brand[item], "brand"),
+        pl.Series("price", items.price[item]),
+        pl.Series("position", pos.astype(np.int32)),
+        pl.Series("prior_exposures", prior.astype(np.int32)),
+        pl.Series("p_click", p_click),
+        pl.Series("p_conversion_given_click", p_conv),
+        pl.Series("p_conversion", p_click * p_conv),
+        pl.Series("click", click),
+        pl.Series("conversion", conversion),
+        pl.Series("conversion_value", np.where(conversion, items.price[item], 0.0)),
+    ])
     out = pl.concat([requests[req], imp], how="horizontal").with_columns(
         pl.lit(APP_ID).alias("app_id"),
         pl.format("imp-{}-{}", pl.lit(seed), pl.int_range(pl.len()).cast(pl.String).str.zfill(9)).alias("event_id"))
