@@ -98,6 +98,7 @@ class IngestWorker:
         self._rate: deque[tuple[float, int]] = deque(maxlen=600)
         self._positions: dict = {}
         self._last_flush = time.monotonic()
+        self._assigned_at: float | None = None
 
     # ------------------------------------------------------------------ wiring
     def _build(self):
@@ -149,6 +150,7 @@ class IngestWorker:
                 worker._flush_and_commit(reason="revoked")
 
             def on_partitions_assigned(self, assigned):
+                worker._assigned_at = time.monotonic()
                 log.info("worker %s assigned %s", worker.worker_id, sorted((tp.topic, tp.partition) for tp in assigned))
 
         self.consumer.subscribe(topics=sorted(topics), listener=_Listener())
@@ -169,11 +171,8 @@ class IngestWorker:
                 if records:
                     last_record = time.monotonic()
                     result = self.pipeline.process(records)
-                    for r in records:
-                        from kafka import TopicPartition
-
-                        tp = TopicPartition(r.topic, r.partition)
-                        self._positions[tp] = max(self._positions.get(tp, -1), r.offset + 1)
+                    for tp, batch in polled.items():
+                        self._positions[tp] = max(self._positions.get(tp, -1), batch[-1].offset + 1)
                     self.totals.update(result.counts)
                     self._fresh.extend(result.freshness_s)
                     self._rate.append((time.monotonic(), len(records)))
@@ -186,7 +185,10 @@ class IngestWorker:
                         last_prune = time.monotonic()
                         now_ms = int(time.time() * 1000)
                         self.state.prune(now_ms, D7 * MINUTE_MS + 3_600_000, s.dedupe_hours * 3_600_000)
-                if max_idle_s is not None and time.monotonic() - last_record > max_idle_s:
+                # idle time counts from the latest record or (re)assignment: joining a group
+                # whose dead member has not timed out yet can take a session timeout
+                if (max_idle_s is not None and self._assigned_at is not None
+                        and time.monotonic() - max(last_record, self._assigned_at) > max_idle_s):
                     break
             self._flush_and_commit(reason="stop")
         finally:
