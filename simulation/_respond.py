@@ -180,13 +180,13 @@ def respond(
             continue
         served: list[tuple[str, str, int, int]] = []  # (kind, token, item index, position)
         for ad in reply.ads:
-            idx = world._index["item"].get(ad.creative_id)
+            idx = world.find_item(ad.creative_id)
             if idx is None or items.kind[idx] != 0:
                 result.unknown_items += 1
                 continue
             served.append(("ad", ad.impression_token, idx, ad.position))
         for sug in reply.suggestions:
-            idx = world._index["item"].get(sug.product_sku)
+            idx = world.find_item(sug.product_sku)
             if idx is None or items.kind[idx] != 1:
                 result.unknown_items += 1
                 continue

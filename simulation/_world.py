@@ -125,6 +125,10 @@ class World:
         """Index into ``items`` of a creative id or product sku (KeyError if unknown)."""
         return self._index["item"][item_id]
 
+    def find_item(self, item_id: str) -> int | None:
+        """Index into ``items`` of a creative id or product sku, ``None`` if the world has no such item."""
+        return self._index["item"].get(item_id)
+
     def user_index(self, user_id: str) -> int:
         return self._index["user"][user_id]
 
