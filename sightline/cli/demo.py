@@ -2,64 +2,50 @@
 
 from __future__ import annotations
 
-import time
-import uuid
+import json
 
 import click
 
 from sightline.cli import get_settings
 
-
-def _stage(title: str) -> None:
-    click.secho(f"\n== {title}", bold=True)
+# A preset small enough for the end-to-end test (about a minute on 2 cores).
+_SMALL = dict(users=2_000, products=3_000, advertisers=40, campaigns=120, creatives=360,
+              context_events=3_000, logged_requests=12_000, requests=300)
 
 
 @click.command()
-@click.option("--events", default=300, show_default=True, help="Context events to send through Kafka.")
+@click.option("--small", is_flag=True, help="A small world and few requests (the end-to-end test uses it).")
+@click.option("--requests", type=int, default=None, help="Recommend calls by the simulated apps (default 2,000).")
+@click.option("--context-events", type=int, default=None, help="Context events through Kafka (default 20,000).")
+@click.option("--logged-requests", type=int, default=None, help="Historic logged requests to train on (default 60,000).")
+@click.option("--world-size", type=int, default=2, show_default=True, help="Processes for sharded TorchRec training.")
+@click.option("--retrain", is_flag=True, help="Train again even when production/candidate models exist.")
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Also write the summary figures as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (logs, CI).")
 @click.pass_context
-def cli(ctx: click.Context, events: int) -> None:
-    """Bring the local stack up, send context events through Kafka and show them consumed."""
-    from kafka import KafkaConsumer, KafkaProducer
+def cli(ctx: click.Context, small: bool, requests: int | None, context_events: int | None,
+        logged_requests: int | None, world_size: int, retrain: bool, json_out: str | None, no_progress: bool) -> None:
+    """Run the whole story on the embedded defaults.
 
-    from features import apply_repo
-    from proto import events_pb2
-    from sightline.stack import LocalKafka, ensure_topics, project_topics
+    Starts the local stack, loads the simulated world into the campaign store, streams
+    consented context through Kafka into Feast, trains the sharded TorchRec ranker and
+    the XGBoost challenger, starts an experiment between them, serves simulated apps
+    over gRPC with the closed-loop responder, ingests the feedback, and prints a summary
+    (requests, fill rate, CTR, spend, latency, experiment arms). Data stays in the data
+    directory (default ./var); a second run reuses the world, models and experiment.
+    """
+    from sightline._demo import DemoConfig, run_demo
 
+    sizes = dict(_SMALL) if small else {}
+    for key, value in (("requests", requests), ("context_events", context_events), ("logged_requests", logged_requests)):
+        if value is not None:
+            sizes[key] = value
+    config = DemoConfig(world_size=world_size, retrain=retrain, **sizes)
     settings = get_settings(ctx)
-    _stage("1. local stack: Apache Kafka (KRaft) + Feast")
-    bootstrap = settings.kafka.bootstrap or LocalKafka(settings).start()
-    created = ensure_topics(bootstrap, project_topics(settings))
-    apply_repo(settings)
-    click.echo(f"broker {bootstrap}; topics ready ({len(created)} new); Feast repo {settings.feast_dir}")
-
-    _stage(f"2. {events} consented context events -> {settings.topic('context')}")
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    scenes = ["grocery_store", "gym", "kitchen", "street", "cafe", "office", "store_aisle"]
-    run = uuid.uuid4().hex[:8]
-    started = time.monotonic()
-    for i in range(events):
-        event = events_pb2.ContextEvent(
-            event_id=f"demo-{run}-{i}", event_time_ms=int(time.time() * 1000), user_id=f"demo-user-{i % 50}",
-            consent=events_pb2.Consent(context=True, personalization=i % 10 < 7, measurement=True),
-            context=events_pb2.Context(device=events_pb2.GLASSES if i % 2 else events_pb2.PHONE,
-                                       scene=scenes[i % len(scenes)], local_hour=(8 + i) % 24),
-        )
-        producer.send(settings.topic("context"), key=event.user_id.encode(), value=event.SerializeToString())
-    producer.flush()
-    producer.close()
-    click.echo(f"sent {events} events in {time.monotonic() - started:.2f}s (acks=all)")
-
-    _stage("3. consumed back through a consumer group")
-    consumer = KafkaConsumer(settings.topic("context"), bootstrap_servers=bootstrap, group_id=f"demo-{run}",
-                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=3000)
-    mine, by_scene = 0, {}
-    for message in consumer:
-        event = events_pb2.ContextEvent.FromString(message.value)
-        if event.event_id.startswith(f"demo-{run}-"):
-            mine += 1
-            by_scene[event.context.scene] = by_scene.get(event.context.scene, 0) + 1
-    consumer.commit()
-    consumer.close()
-    click.echo(f"consumed {mine}/{events} of this run's events; by scene: {by_scene}")
-    if mine != events:
-        raise click.ClickException(f"only {mine} of {events} events came back; see {LocalKafka(settings).log_file}")
+    click.secho(f"Sightline demo (data in {settings.data_dir.resolve()})", bold=True)
+    summary = run_demo(settings, config, say=click.echo, progress=not no_progress)
+    total = sum(t for _, t in summary.stages)
+    click.secho(f"\nDemo finished in {total:.0f}s.", bold=True)
+    if json_out:
+        with open(json_out, "w") as fh:
+            json.dump({"figures": summary.figures, "stages": summary.stages}, fh, indent=2, default=str)
