@@ -38,6 +38,10 @@ class Catalog:
     product_words: Mapping[str, frozenset[str]]
     scene_categories: Mapping[str, dict[str, float]]
     top_leaves: Mapping[str, tuple[str, ...]]
+    ads_by_category: Mapping[str, tuple[int, ...]]
+    """Positions in ``ads`` per targeted leaf or top; ``"*"`` holds ads without category targeting."""
+    word_index: Mapping[str, tuple[str, ...]] = None  # type: ignore[assignment]
+    """Title/brand word → skus (words shared by more than 300 products — generic ones — are left out)."""
 
     @property
     def item_ids(self) -> list[str]:
@@ -86,13 +90,26 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
     for scene, cats in scene_cats.items():   # normalise: the scene's most advertised leaf weighs 0.6
         top = max(cats.values())
         scene_cats[scene] = {c: 0.6 * w / top for c, w in cats.items()}
-    by_cat = {k: v for k, v in snapshot.products_by_category.items() if not index.is_sensitive(k)}
+    # best-rated first, so a request reads only the head of each leaf
+    by_cat = {k: tuple(sorted(v, key=lambda p: (-(p.quality or 0.5), p.sku)))
+              for k, v in snapshot.products_by_category.items() if not index.is_sensitive(k)}
+    product_words = {sku: frozenset(words(f"{p.title} {p.brand}", limit=20)) for sku, p in snapshot.products.items()}
+    word_index: dict[str, list[str]] = {}
+    for sku, ws in product_words.items():
+        for w in ws:
+            word_index.setdefault(w, []).append(sku)
     top_leaves: dict[str, list[str]] = {}
     for cat in by_cat:
         top_leaves.setdefault(cat.split("/", 1)[0], []).append(cat)
+    ads_by_cat: dict[str, list[int]] = {}
+    for i, a in enumerate(ads):
+        for cat in a.categories or ("*",):
+            ads_by_cat.setdefault(cat, []).append(i)
     return Catalog(
+        ads_by_category={k: tuple(v) for k, v in ads_by_cat.items()},
         version=snapshot.version, ads=tuple(ads), products=snapshot.products, products_by_category=by_cat,
-        product_words={sku: frozenset(words(f"{p.title} {p.brand}", limit=20)) for sku, p in snapshot.products.items()},
+        product_words=product_words,
+        word_index={w: tuple(skus) for w, skus in word_index.items() if len(skus) <= 300},
         scene_categories=scene_cats, top_leaves={k: tuple(v) for k, v in top_leaves.items()},
     )
 
@@ -102,7 +119,14 @@ def ad_candidates(catalog: Catalog, ctx: RequestContext, now: datetime, index: C
     """Ads whose targeting matches, best ``limit`` by relevance × bid; plus refusal counts by reason."""
     out: list[AdCandidate] = []
     refused: dict[str, int] = {}
-    for spec in catalog.ads:
+    # only ads that target none of the categories or one the context points at can match
+    by_cat = catalog.ads_by_category
+    positions = set(by_cat.get("*", ()))
+    for cat in ctx.categories:
+        positions.update(by_cat.get(cat, ()))
+        positions.update(by_cat.get(cat.split("/", 1)[0], ()))
+    for i in sorted(positions):
+        spec = catalog.ads[i]
         m = match(spec, ctx, now, index)
         if m.ok:
             out.append(AdCandidate(spec, m))
@@ -131,34 +155,54 @@ def product_candidates(catalog: Catalog, ctx: RequestContext, index: ContextInde
     if not cats:
         return []
     said = set(ctx.intent_words) | set(ctx.objects)
+    seen_cats = set(index.leaves_for(ctx.objects))
     scored: list[ProductCandidate] = []
     seen: set[str] = set()
     leaves = sorted(cats.items(), key=lambda kv: (-kv[1], kv[0]))
     # siblings of the strongest leaves fill up when the leaves alone are too few
     siblings = [(s, 0.25 * w) for c, w in leaves[:3] for s in catalog.top_leaves.get(c.split("/", 1)[0], ()) if s not in cats]
+    pwords = catalog.product_words
+    cap = ctx.price_cap
+
+    def score(p, base: float, why: str) -> None:
+        seen.add(p.sku)
+        relevance = base
+        if said:
+            relevance += 0.5 * len(said & pwords.get(p.sku, frozenset()))
+        if cap is not None and p.price > cap:
+            relevance -= 1.0
+        if p.quality is not None:
+            relevance += 0.3 * (p.quality - 0.5)
+        scored.append(ProductCandidate(p, relevance, why))
+
+    whys: dict[str, tuple[float, str]] = {}
     for cat, weight in leaves + siblings:
         label = index.label(cat)
-        for p in catalog.products_by_category.get(cat, ()):
-            if p.sku in seen:
-                continue
-            seen.add(p.sku)
-            hits = said & catalog.product_words.get(p.sku, frozenset())
-            relevance = min(weight, 2.0) + 0.5 * len(hits)
-            if ctx.price_cap is not None and p.price > ctx.price_cap:
-                relevance -= 1.0
-            if p.quality is not None:
-                relevance += 0.3 * (p.quality - 0.5)
-            if cat in ctx.categories:
-                why = (f"because you are looking at {label}" if any(o in catalog.product_words.get(p.sku, ()) or
-                       index.leaves_for([o]).get(cat) for o in ctx.objects) else f"because you asked for {label}")
-            elif cat in affinity:
-                why = f"because you liked {label} before"
-            elif ctx.scene:
-                why = f"popular at the {ctx.scene.replace('_', ' ')}"
-            else:
-                why = f"related to {label}"
-            scored.append(ProductCandidate(p, relevance, why))
-        if len(scored) >= limit * 3:
+        if cat in ctx.categories:
+            why = f"because you are looking at {label}" if cat in seen_cats else f"because you asked for {label}"
+        elif cat in affinity:
+            why = f"because you liked {label} before"
+        elif ctx.scene:
+            why = f"popular at the {ctx.scene.replace('_', ' ')}"
+        else:
+            why = f"related to {label}"
+        whys[cat] = (min(weight, 2.0), why)
+    # products named by the user's words (brand, title) in the relevant leaves, wherever they rank
+    for w in said:
+        for sku in catalog.word_index.get(w, ()):
+            p = catalog.products[sku]
+            if sku not in seen and p.category in whys and p.availability != "out_of_stock":
+                score(p, *whys[p.category])
+                if len(scored) >= limit:
+                    break
+    # then the head (best rated) of each leaf, strongest leaves first, each leaf a quota by weight
+    total = sum(w for _, w in leaves + siblings) or 1.0
+    for cat, weight in leaves + siblings:
+        quota = max(20, round(limit * weight / total))
+        for p in catalog.products_by_category.get(cat, ())[:quota]:
+            if p.sku not in seen:
+                score(p, *whys[cat])
+        if len(scored) >= limit:
             break
     scored.sort(key=lambda c: (-c.relevance, c.product.sku))
     return scored[:limit]

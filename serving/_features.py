@@ -139,7 +139,8 @@ class ItemFeatureCache:
                 self.failures += 1
                 if self.failures == 1 or self.failures % 100 == 0:
                     log.warning("item feature refresh failed (%d times; keeping the last values): %s", self.failures, exc)
-            if self._stop.wait(self.refresh_s):
+            # never spend more than ~10 % of a core on refreshing (large catalogs read slowly)
+            if self._stop.wait(max(self.refresh_s, 10 * self.last_refresh_s)):
                 return
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -228,6 +228,8 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
             ads = kept
         products = (product_candidates(catalog, ctx, self._index, affinity=affinity,
                                        limit=self.defaults.product_candidates) if request.surfaces.suggestions else [])
+        c.add("ad_candidates", len(ads))
+        c.add("product_candidates", len(products))
         _check_deadline(deadline, "candidate generation")
 
         # one batched model call

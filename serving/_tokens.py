@@ -13,7 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from serving.errors import InvalidRequest
 
@@ -58,7 +58,7 @@ class TokenSigner:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
 
     def sign(self, imp: Impression) -> str:
-        payload = json.dumps(asdict(imp), separators=(",", ":"), sort_keys=True).encode()
+        payload = json.dumps(imp.__dict__, separators=(",", ":"), sort_keys=True).encode()
         return f"{_b64(payload)}.{_b64(self._sig(payload))}"
 
     def verify(self, token: str, now_ms: int) -> Impression:
