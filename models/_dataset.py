@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from features import VIEWS_BY_NAME
 from models.errors import TrainingDataError
 
 log = logging.getLogger(__name__)
@@ -174,13 +175,33 @@ def feast_features(store, impressions):
         (pl.col("scene").fill_null("") + "|" + pl.col("category").fill_null("")).alias("context_key"),
         (pl.col("event_time") - _EPS).alias("event_timestamp"),
     ).to_pandas()
-    refs = [f"{view}:{f}" for view, m in _FEAST_MAP.items() for f in m]
-    refs += ["user_engagement:engaged_categories_7d", "user_engagement:engaged_category_clicks_7d"]
-    got = pl.from_pandas(store.get_historical_features(entity_df=entity, features=refs).to_df())
-    rename = {f: col for m in _FEAST_MAP.values() for f, col in m.items()}
-    # Feast may prefix names on collision; map both spellings.
-    rename.update({f"{v}__{f}": col for v, m in _FEAST_MAP.items() for f, col in m.items()})
+    got = pl.DataFrame({"__row": frame["__row"]})
+    for view, fields in _FEAST_MAP.items():
+        refs = [f"{view}:{f}" for f in fields]
+        if view == "user_engagement":
+            refs += [f"{view}:engaged_categories_7d", f"{view}:engaged_category_clicks_7d"]
+        key = VIEWS_BY_NAME[view].entity
+        rows = entity[entity[key] != ""]   # no consent (or no campaign): nothing to look up
+        if rows.empty:
+            continue
+        # Feast collapses entity rows with equal (key, timestamp): query distinct pairs, join back.
+        pairs = rows[[key, "event_timestamp"]].drop_duplicates().reset_index(drop=True)
+        pairs["__qid"] = range(len(pairs))
+        try:
+            part = store.get_historical_features(entity_df=pairs, features=refs, full_feature_names=True).to_df()
+        except Exception as exc:  # noqa: BLE001 - Feast's file store fails on a view with no rows yet
+            log.warning("Feast view %s gave no point-in-time values (%s); its features are 0", view, type(exc).__name__)
+            continue
+        part = part.drop(columns=[c for c in (key, "event_timestamp") if c in part.columns])
+        back = rows[["__row", key, "event_timestamp"]].merge(pairs, on=[key, "event_timestamp"], how="left")
+        part = pl.from_pandas(back[["__row", "__qid"]]).join(pl.from_pandas(part), on="__qid", how="left").drop("__qid")
+        got = got.join(part, on="__row", how="left")
+    rename = {f"{v}__{f}": col for v, m in _FEAST_MAP.items() for f, col in m.items()}
+    rename.update({f"user_engagement__{f}": f for f in ("engaged_categories_7d", "engaged_category_clicks_7d")})
     got = got.rename({k: v for k, v in rename.items() if k in got.columns})
+    for c in ("engaged_categories_7d", "engaged_category_clicks_7d"):
+        if c not in got.columns:
+            got = got.with_columns(pl.lit(None, pl.List(pl.Int64 if "clicks" in c else pl.String)).alias(c))
     cats = frame.select("__row", "category")
     got = got.join(cats, on="__row", how="left")
     got = got.with_columns(
@@ -189,7 +210,7 @@ def feast_features(store, impressions):
     keep = ["__row"] + [c for c in list(rename.values()) + ["user_category_clicks_7d"] if c in got.columns]
     got = got.select(list(dict.fromkeys(keep)))
     out = frame.join(got, on="__row", how="left").sort("__row").drop("__row")
-    counts = [c for c in got.columns if c != "__row"]
+    counts = [c for c in got.columns if c != "__row" and not isinstance(got.schema[c], pl.List)]
     return out.with_columns([pl.col(c).fill_null(0) for c in counts])
 
 

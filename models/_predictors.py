@@ -83,7 +83,7 @@ class XGBoostPredictor:
         clicked = labels[:, 0] > 0
         dcv = xgb.DMatrix(x[clicked], label=labels[clicked, 1], feature_names=names, feature_types=types,
                           enable_categorical=True)
-        cvr = xgb.train({**params, "max_depth": 4}, dcv, 150)
+        cvr = xgb.train({**params, "max_depth": 4}, dcv, max(rounds // 3, 10))
         return cls(ctr, cvr)
 
     def predict(self, enc: EncodedBatch) -> np.ndarray:
@@ -136,13 +136,14 @@ class LogRegPredictor:
         self.coef_ctr, self.b_ctr, self.coef_cvr, self.b_cvr, self.sizes = coef_ctr, b_ctr, coef_cvr, b_cvr, sizes
 
     @classmethod
-    def fit(cls, enc: EncodedBatch, labels: np.ndarray, sizes: dict[str, int], c: float = 0.5) -> "LogRegPredictor":
+    def fit(cls, enc: EncodedBatch, labels: np.ndarray, sizes: dict[str, int], c: float = 0.5,
+            max_iter: int = 200) -> "LogRegPredictor":
         from sklearn.linear_model import LogisticRegression
 
         x = _onehot(enc, sizes)
-        ctr = LogisticRegression(C=c, max_iter=300, solver="lbfgs").fit(x, labels[:, 0])
+        ctr = LogisticRegression(C=c, max_iter=max_iter, solver="lbfgs").fit(x, labels[:, 0])
         clicked = labels[:, 0] > 0
-        cvr = LogisticRegression(C=c / 4, max_iter=300, solver="lbfgs").fit(x[clicked], labels[clicked, 1])
+        cvr = LogisticRegression(C=c / 4, max_iter=max_iter, solver="lbfgs").fit(x[clicked], labels[clicked, 1])
         return cls(ctr.coef_[0].astype(np.float32), float(ctr.intercept_[0]), cvr.coef_[0].astype(np.float32),
                    float(cvr.intercept_[0]), dict(sizes))
 

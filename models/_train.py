@@ -59,8 +59,12 @@ class Trained:
 
 
 def fit_model(kind: str, prep: Prepared, *, world_size: int = 1, work_dir: Path | None = None,
-              ranker_config=None, max_steps: int | None = None, progress: bool = True) -> Trained:
-    """Train ``kind`` on ``prep.train`` (validation split for early stopping where used)."""
+              ranker_config=None, max_steps: int | None = None, progress: bool = True,
+              options: dict | None = None) -> Trained:
+    """Train ``kind`` on ``prep.train`` (validation split for early stopping where used).
+
+    ``options`` go to the challenger's ``fit`` (``rounds`` for xgboost, ``max_iter``/``c`` for logreg).
+    """
     from models._predictors import LogRegPredictor, PopularityPredictor, TorchRecPredictor, XGBoostPredictor
 
     t0 = time.perf_counter()
@@ -74,11 +78,13 @@ def fit_model(kind: str, prep: Prepared, *, world_size: int = 1, work_dir: Path 
         info["world_size"] = world_size
         trained = Trained(kind, TorchRecPredictor(ranker, cfg), cfg.to_dict(), info)
     elif kind == "xgboost":
-        trained = Trained(kind, XGBoostPredictor.fit(prep.train, prep.y_train, (prep.valid, prep.y_valid)),
+        trained = Trained(kind, XGBoostPredictor.fit(prep.train, prep.y_train, (prep.valid, prep.y_valid),
+                                                              **(options or {})),
                           {"tree_method": "hist"})
     elif kind == "logreg":
         sizes = {f.name: f.num_embeddings for f in prep.pipeline.features}
-        trained = Trained(kind, LogRegPredictor.fit(prep.train, prep.y_train, sizes), {"C": 0.5})
+        trained = Trained(kind, LogRegPredictor.fit(prep.train, prep.y_train, sizes, **(options or {})),
+                          {"C": 0.5, **(options or {})})
     elif kind == "popularity":
         trained = Trained(kind, PopularityPredictor.fit(prep.train, prep.y_train), {"strength": 20})
     else:
