@@ -15,7 +15,6 @@ scene/category hits); the smoothed CTR shrinks the item's 24 h clicks/impression
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import threading
@@ -50,21 +49,23 @@ class ContextRelevanceRanker:
 
 
 class RegistryRankers:
-    """Rankers by alias/version from the models registry, cached and re-resolved every ``ttl_s``.
+    """Rankers by alias/version from the models registry, re-resolved every ``ttl_s``.
 
-    ``loader(ref)`` returns a ranker (``.version``, ``.score(rows)``) or raises; when it
-    raises (nothing registered, registry unreadable) the fallback is used and the
-    reason is kept in ``last_error``. The default loader is ``models.load_ranker``
-    when the models package provides it.
+    ``resolve(ref)`` maps an alias or version to a version (cheap: reads aliases.json);
+    ``load(version)`` loads a model (expensive: done once per version, so promoting a
+    new model to ``production`` takes effect within ``ttl_s`` without a restart). When
+    either raises (nothing registered, registry unreadable) the fallback ranker is
+    used and the reason is kept in ``last_error``.
     """
 
-    def __init__(self, loader: Callable[[str], Ranker] | None, *, ttl_s: float = 30.0,
-                 fallback: Ranker | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self._loader = loader
+    def __init__(self, registry=None, *, ttl_s: float = 30.0, fallback: Ranker | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._registry = registry
         self._ttl_s = ttl_s
         self._fallback = fallback or ContextRelevanceRanker()
         self._clock = clock
-        self._cache: dict[str, tuple[Ranker, float]] = {}
+        self._refs: dict[str, tuple[Ranker, float]] = {}
+        self._versions: dict[str, Ranker] = {}
         self._lock = threading.Lock()
         self.last_error: Exception | None = None
 
@@ -74,22 +75,27 @@ class RegistryRankers:
 
     def get(self, ref: str) -> Ranker:
         now = self._clock()
-        hit = self._cache.get(ref)
+        hit = self._refs.get(ref)
         if hit is not None and hit[1] > now:
             return hit[0]
         with self._lock:
-            hit = self._cache.get(ref)
+            hit = self._refs.get(ref)
             if hit is not None and hit[1] > now:
                 return hit[0]
             ranker = self._load(ref)
-            self._cache[ref] = (ranker, now + self._ttl_s)
+            self._refs[ref] = (ranker, now + self._ttl_s)
             return ranker
 
     def _load(self, ref: str) -> Ranker:
-        if self._loader is None:
+        if self._registry is None:
             return self._fallback
         try:
-            ranker = self._loader(ref)
+            version = self._registry.resolve(ref)
+            ranker = self._versions.get(version)
+            if ranker is None:
+                ranker = self._registry.load(version)
+                self._versions = {**self._versions, version: ranker}
+                log.info("ranker %s loaded for %r", version, ref)
         except Exception as exc:  # noqa: BLE001 - any registry problem means "use the fallback"
             if not isinstance(self.last_error, type(exc)):
                 log.warning("no ranker for %r (%s); using %s", ref, exc, self._fallback.version)
@@ -99,13 +105,36 @@ class RegistryRankers:
         return ranker
 
 
-def registry_loader(settings) -> Callable[[str], Ranker] | None:
-    """``models.load_ranker(settings, ref)`` bound to settings, or None before models provides it."""
+class ScorerRanker:
+    """Adapts a ``models.Scorer`` (``score(rows) -> (pctr, pcvr)``) to the ``Ranker`` protocol."""
+
+    def __init__(self, scorer) -> None:
+        self._scorer = scorer
+        self.version = scorer.version
+
+    def score(self, rows: Sequence[Mapping]) -> Sequence[float]:
+        pctr, _ = self._scorer.score(rows)
+        return pctr.tolist()
+
+
+class ModelRegistry:
+    """``models.Registry`` seen through ``resolve``/``load`` (imported lazily)."""
+
+    def __init__(self, settings) -> None:
+        from models import Registry
+
+        self._registry = Registry(settings)
+
+    def resolve(self, ref: str) -> str:
+        return self._registry.get(ref).version
+
+    def load(self, version: str) -> Ranker:
+        return ScorerRanker(self._registry.load(version))
+
+
+def registry_loader(settings):
+    """The models registry for ``RegistryRankers`` (None when the models package is absent)."""
     try:
-        models = importlib.import_module("models")
-    except ModuleNotFoundError:
+        return ModelRegistry(settings)
+    except ImportError:
         return None
-    load = getattr(models, "load_ranker", None)
-    if load is None:
-        return None
-    return lambda ref: load(settings, ref)
