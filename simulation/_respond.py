@@ -73,6 +73,8 @@ class RespondResult:
     """What a closed-loop run did; ``impressions`` has one row per served item."""
 
     requests: int = 0
+    skipped_no_consent: int = 0
+    """Simulated requests of users without context consent: the app does not call Recommend."""
     failed_requests: int = 0
     impressions: int = 0
     clicks: int = 0
@@ -87,7 +89,8 @@ class RespondResult:
 
     def summary(self) -> dict:
         return {
-            "requests": self.requests, "failed_requests": self.failed_requests, "impressions": self.impressions,
+            "requests": self.requests, "skipped_no_consent": self.skipped_no_consent,
+            "failed_requests": self.failed_requests, "impressions": self.impressions,
             "clicks": self.clicks, "conversions": self.conversions, "unknown_items": self.unknown_items,
             "feedback_errors": self.feedback_errors, "expected_clicks": round(self.expected_clicks, 3),
             "ctr": round(self.clicks / self.impressions, 5) if self.impressions else None,
@@ -124,6 +127,8 @@ def respond(
 ) -> RespondResult:
     """Run ``n_requests`` simulated requests through the server and report the outcomes.
 
+    Requests of users without context consent are skipped (counted in
+    ``skipped_no_consent``): an app must not call Recommend for them.
     Deterministic in ``seed`` given the server's answers. ``rate`` paces requests/s
     (default: as fast as the server answers). ``sim_time`` sends simulated event
     times with the feedback (impression at the request time, click 2 s and conversion
@@ -152,6 +157,12 @@ def respond(
             if wait > 0:
                 sleep(wait)
         u = int(ctx.user[i])
+        if not ctx.consent_context[i]:
+            # the app may not call Recommend without context consent (serving refuses it)
+            result.skipped_no_consent += 1
+            if progress is not None:
+                progress(1)
+            continue
         request = spb.RecommendRequest(
             app_id=app_id, user_id=world.user_ids[u],
             consent=pb.Consent(context=bool(ctx.consent_context[i]),
@@ -170,7 +181,8 @@ def respond(
             code = _code_name(exc)
             result.failed_requests += 1
             result.errors[f"recommend:{code}"] += 1
-            if code == "UNAUTHENTICATED" or code == "PERMISSION_DENIED":
+            details = str(getattr(exc, "details", lambda: "")() or "")
+            if code == "UNAUTHENTICATED" or (code == "PERMISSION_DENIED" and "scope" in details.lower()):
                 raise SimulationConfigError(f"the server refused the API key ({code}); create one with "
                                             "'sightline privacy keys create' and pass it with --api-key") from exc
             if code == "UNAVAILABLE" and result.failed_requests == result.requests:

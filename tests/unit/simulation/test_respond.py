@@ -39,8 +39,10 @@ class FakeServer:
 def test_feedback_follows_served_slates(small_world):
     server = FakeServer(small_world, unknown=True)
     result = respond(small_world, server, 300, seed=5, ad_slots=2, suggestions=3)
-    assert result.requests == 300 and result.failed_requests == 0
-    assert result.impressions == 300 * 5 and result.unknown_items == 300
+    assert result.requests + result.skipped_no_consent == 300 and result.failed_requests == 0
+    assert 0 < result.skipped_no_consent < 60  # ~10% of users have no context consent: the app does not ask
+    assert all(r.consent.context for r in server.requests)
+    assert result.impressions == result.requests * 5 and result.unknown_items == result.requests
     types = [f.type for f in server.feedback]
     assert types.count(pb.IMPRESSION) == result.impressions
     assert types.count(pb.CLICK) == result.clicks
