@@ -93,7 +93,7 @@ def world_cmd(ctx, seed, users, products, advertisers, n_campaigns, creatives, s
                          "creatives": world.creatives.height,
                          "consent_profiles": dict(world.users["consent_profile"].value_counts().iter_rows())}
         if not no_load:
-            from campaigns import CampaignError, CampaignStore
+            from campaigns import AlreadyExists, CampaignError, CampaignStore
 
             from simulation import load_world
 
@@ -107,6 +107,9 @@ def world_cmd(ctx, seed, users, products, advertisers, n_campaigns, creatives, s
                     summary["loaded"] = load_world(world, store)
                 finally:
                     store.close()
+            except AlreadyExists as exc:
+                raise click.ClickException(f"{exc}. The store already holds a world: load into a fresh database "
+                                           "(--db sqlite:///path/new.db or another --data-dir), or pass --no-load") from None
             except CampaignError as exc:
                 raise click.ClickException(f"{exc}") from None
             bar.update()
