@@ -104,6 +104,11 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
                 log.warning("feature store unavailable at start-up (%s); serving context-only", exc)
         if item_features is not None:
             item_features.start()
+        # the catalog and the model are long-lived: keep the cyclic GC from rescanning them (p99)
+        import gc
+
+        gc.collect()
+        gc.freeze()
 
     def on_stop() -> None:
         if item_features is not None:

@@ -1,0 +1,307 @@
+"""Serving latency and throughput: Recommend vs a bare echo service, same server setup.
+
+Builds the simulated world (default: 50,000 products, 1,000 campaigns, 3,000 creatives,
+plus 60 run-of-network campaigns so every request has its 50 ad candidates), loads it
+into a campaign store, and runs the real server (``build_server`` +
+``recommendation_service``: API-key auth, error interceptor, health, reflection; Feast
+user reads and the Kafka event log on a local broker) in its own process. Locust
+(``bench/locustfile.py``, headless, in another process) replays the simulated request
+mix (3 ad slots, 10 suggestions; 50 ad and ~200 product candidates per request) at a
+constant rate.
+
+Figures: p50/p99 at 100 requests/s (medians over repeated windows); the highest rate
+sustained with p99 ≤ 50 ms and ≥ 90 % of the offered rate answered (steps up until one
+fails); the same for an echo ``RecommendationService`` (returns the request id) served
+by the same ``build_server`` setup, and the ratios. ``--quick``: a smaller world, no
+Kafka and no Feast (in-memory event sink, context-only), short windows.
+
+Usage: python -m bench.serve [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench._common import emit, median, progress
+
+ROOT = Path(__file__).resolve().parents[1]
+P99_LIMIT_MS = 50.0
+
+
+# ----------------------------------------------------------------------------- server process
+class _CountingSink:
+    """Event sink for --quick: counts events without keeping them."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send(self, topic, message) -> None:
+        self.sent += 1
+
+    def start(self):
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        pass
+
+    @property
+    def stats(self) -> dict:
+        return {"sent": self.sent, "failed": 0, "queued": 0}
+
+
+def _serve(args) -> int:
+    """Run one server until SIGTERM (child process); write its port, then its stats."""
+    from serving import ApiKeyStore, KafkaEventLog, build_server, echo_service, recommendation_service
+    from sightline.settings import load_settings
+
+    kafka = {"bootstrap": args.bootstrap} if args.bootstrap else {}
+    settings = load_settings(env={}, data_dir=Path(args.data_dir), kafka=kafka, serving={"port": 0})
+    if args.serve == "echo":
+        services = [echo_service()]
+        servicer = None
+    else:
+        events = KafkaEventLog(args.bootstrap, max_buffer=settings.serving.log_buffer) if args.bootstrap else _CountingSink()
+        service = recommendation_service(settings, events=events, feature_store=args.feast)
+        services, servicer = [service], service.servicer
+    keys = ApiKeyStore.from_settings(settings)
+    server = build_server(settings, services, keys).start()
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    Path(args.ready_file).write_text(str(server.port))
+    while not stop["flag"]:
+        time.sleep(0.2)
+    server.stop(2)
+    stats = servicer.stats() if servicer is not None else {}
+    Path(args.stats_file).write_text(json.dumps(stats, default=str))
+    return 0
+
+
+class _Server:
+    def __init__(self, mode: str, data_dir: Path, bootstrap: str | None, feast: bool) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"bench-serve-{mode}-"))
+        ready, self.stats_file = self.dir / "port", self.dir / "stats.json"
+        cmd = [sys.executable, "-m", "bench.serve", "--serve", mode, "--data-dir", str(data_dir),
+               "--ready-file", str(ready), "--stats-file", str(self.stats_file)]
+        if bootstrap:
+            cmd += ["--bootstrap", bootstrap]
+        if feast:
+            cmd.append("--feast")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT)
+        deadline = time.monotonic() + 300
+        while not ready.exists() or not ready.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the {mode} server did not start (exit {self.proc.poll()})")
+            time.sleep(0.2)
+        self.port = int(ready.read_text())
+
+    def stop(self) -> dict:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return json.loads(self.stats_file.read_text()) if self.stats_file.exists() else {}
+
+
+# ----------------------------------------------------------------------------- load runs
+def _locust(port: int, rate: float, seconds: float, requests_file: Path, key: str) -> list[tuple[float, float, bool]]:
+    per_user = 5.0
+    users = max(1, round(rate / per_user))
+    out = Path(tempfile.mktemp(suffix=".json"))
+    cmd = [str(ROOT / ".venv/bin/locust"), "-f", str(ROOT / "bench/locustfile.py"), "--headless", "--only-summary",
+           "-u", str(users), "-r", str(users), "-t", f"{int(seconds)}s", "--stop-timeout", "2",
+           "--host", f"127.0.0.1:{port}", "--loglevel", "ERROR",
+           "--sl-requests", str(requests_file), "--sl-api-key", key, "--sl-rps-per-user", str(rate / users),
+           "--sl-out", str(out)]
+    subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False, timeout=seconds + 120)
+    if not out.exists():
+        raise SystemExit("locust wrote no samples; run the command by hand to see why: " + " ".join(cmd))
+    samples = [tuple(s) for s in json.loads(out.read_text())["samples"]]
+    out.unlink()
+    return samples
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def _window(samples, t0: float, t1: float) -> dict:
+    inside = [s for s in samples if t0 <= s[0] < t1]
+    ok = [s[1] for s in inside if s[2]]
+    return {"n": len(inside), "errors": len(inside) - len(ok), "rps": len(ok) / max(t1 - t0, 1e-9),
+            "p50_ms": _pct(ok, 0.50), "p99_ms": _pct(ok, 0.99)}
+
+
+def _measure(port: int, requests_file: Path, key: str, *, repeats: int, window_s: float,
+             steps: list[int], step_s: float) -> dict:
+    warm = 3.0
+    samples = _locust(port, 100, warm + repeats * window_s + 3, requests_file, key)
+    start = min(s[0] for s in samples) + warm
+    wins = [_window(samples, start + i * window_s, start + (i + 1) * window_s) for i in range(repeats)]
+    result = {"p50_ms": median([w["p50_ms"] for w in wins]), "p99_ms": median([w["p99_ms"] for w in wins]),
+              "rps_at_100": median([w["rps"] for w in wins]), "errors_at_100": sum(w["errors"] for w in wins),
+              "windows": wins, "steps": []}
+    best = 0.0
+    for rate in steps:
+        samples = _locust(port, rate, step_s + 5, requests_file, key)
+        t0 = min(s[0] for s in samples) + 2
+        w = _window(samples, t0, t0 + step_s)
+        w["offered_rps"] = rate
+        w["ok"] = w["p99_ms"] <= P99_LIMIT_MS and w["rps"] >= 0.9 * rate and w["errors"] <= 0.01 * max(w["n"], 1)
+        result["steps"].append(w)
+        progress(f"  {rate} rps offered: {w['rps']:.0f} answered, p50 {w['p50_ms']:.1f} ms, "
+                 f"p99 {w['p99_ms']:.1f} ms -> {'ok' if w['ok'] else 'over the limit'}")
+        if not w["ok"]:
+            break
+        best = max(best, w["rps"])
+    result["max_rps_p99_under_50ms"] = round(best, 1)
+    return result
+
+
+# ----------------------------------------------------------------------------- world
+def _build(data_dir: Path, quick: bool, n_requests: int):
+    from campaigns import Advertiser, Bid, Budget, Campaign, CampaignStore, Creative, Schedule
+    from proto import events_pb2, serving_pb2
+    from simulation import WorldConfig, build_world, campaign_window, context_proto, load_world, sample_contexts
+    from sightline.settings import load_settings
+
+    config = (WorldConfig(n_users=5_000, n_products=10_000, n_advertisers=100, n_campaigns=300, n_creatives=900)
+              if quick else WorldConfig())
+    world = build_world(config)
+    settings = load_settings(env={}, data_dir=data_dir)
+    store = CampaignStore.from_settings(settings)
+    counts = load_world(world, store)
+    start, end = campaign_window(world)
+    # run-of-network campaigns (no category targeting): every request has >= 50 ad candidates
+    ron_adv = [Advertiser(id=f"ron-{i}", name=f"Network {i}", currency="EUR") for i in range(60)]
+    ron = [Campaign(id=f"ron-c{i}", advertiser_id=f"ron-{i}", name=f"network {i}", status="active",
+                    schedule=Schedule(start=start, end=end), budget=Budget(daily=1e6, currency="EUR"),
+                    bid=Bid(strategy="CPM", amount=0.5 + 0.01 * i),
+                    creatives=(Creative(id=f"ron-cr{i}", campaign_id=f"ron-c{i}", headline=f"Network offer {i}",
+                                        landing_url=f"https://ads.example.com/{i}"),))
+           for i in range(60)]
+    store.bulk_load(advertisers=ron_adv, campaigns=ron, actor="bench")
+    store.close()
+    ctx = sample_contexts(world, n_requests * 2, seed=11, start_time=start)
+    blobs = []
+    for i in range(len(ctx)):
+        if not ctx.consent_context[i]:
+            continue
+        request = serving_pb2.RecommendRequest(
+            app_id="bench-app", user_id=world.user_ids[int(ctx.user[i])],
+            consent=events_pb2.Consent(context=True, personalization=bool(ctx.consent_personalization[i]),
+                                       measurement=bool(ctx.consent_measurement[i])),
+            context=context_proto(world, ctx, i), surfaces=serving_pb2.Surfaces(ad_slots=3, suggestions=10))
+        blobs.append(request.SerializeToString())
+        if len(blobs) >= n_requests:
+            break
+    return settings, counts, blobs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small world, no Kafka/Feast, short windows (< 2 min)")
+    parser.add_argument("--serve", choices=["echo", "recommend"], help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--ready-file", help=argparse.SUPPRESS)
+    parser.add_argument("--stats-file", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--feast", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        return _serve(args)
+
+    quick = args.quick
+    started = time.time()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    data_dir = tmp / "data"
+    progress("building the simulated world and loading the campaign store ...")
+    settings, counts, blobs = _build(data_dir, quick, 1_000 if quick else 5_000)
+    requests_file = tmp / "requests.bin"
+    with open(requests_file, "wb") as f:
+        for b in blobs:
+            f.write(struct.pack(">I", len(b)) + b)
+    from serving import ApiKeyStore
+
+    keys = ApiKeyStore.from_settings(settings)
+    key = keys.create_key("bench", ["recommend", "feedback"], rate_per_s=1e6, burst=1_000_000)
+    keys.close()
+    broker = None
+    bootstrap = None
+    if not quick:
+        from features import apply_repo
+        from sightline.settings import load_settings
+        from sightline.stack import LocalKafka, ensure_topics, project_topics
+
+        progress("starting a local Kafka broker and applying the Feast repo ...")
+        broker = LocalKafka(load_settings(env={}, data_dir=tmp / "kafka", kafka={"port": _free_port(), "heap_mb": 512}))
+        bootstrap = broker.start()
+        ensure_topics(bootstrap, project_topics(settings))
+        apply_repo(settings)
+    repeats, window_s = (3, 4.0) if quick else (5, 10.0)
+    steps, step_s = ([200, 300, 400] if quick else [200, 300, 400, 500, 650, 800]), (5.0 if quick else 12.0)
+    results = {}
+    stats = {}
+    try:
+        for mode in ("echo", "recommend"):
+            progress(f"{mode}: starting the server ...")
+            server = _Server(mode, data_dir, bootstrap if mode == "recommend" else None, feast=not quick and mode == "recommend")
+            try:
+                progress(f"{mode}: {repeats} × {window_s:.0f} s at 100 requests/s, then steps {steps} ...")
+                results[mode] = _measure(server.port, requests_file, key, repeats=repeats, window_s=window_s,
+                                         steps=steps, step_s=step_s)
+            finally:
+                stats[mode] = server.stop()
+            progress(f"{mode}: p50 {results[mode]['p50_ms']:.2f} ms, p99 {results[mode]['p99_ms']:.2f} ms at 100 rps; "
+                     f"max {results[mode]['max_rps_p99_under_50ms']} rps with p99 <= 50 ms")
+    finally:
+        if broker is not None:
+            broker.stop()
+    rec, echo, st = results["recommend"], results["echo"], stats.get("recommend", {})
+    n = max(st.get("requests", 0), 1)
+    figures = {
+        "p50_ms": round(rec["p50_ms"], 3), "p99_ms": round(rec["p99_ms"], 3),
+        "max_rps_p99_under_50ms": rec["max_rps_p99_under_50ms"],
+        "echo_p50_ms": round(echo["p50_ms"], 3), "echo_p99_ms": round(echo["p99_ms"], 3),
+        "echo_max_rps_p99_under_50ms": echo["max_rps_p99_under_50ms"],
+        "ratio_p50_to_echo": round(rec["p50_ms"] / echo["p50_ms"], 2),
+        "ratio_p99_to_echo": round(rec["p99_ms"] / echo["p99_ms"], 2),
+        "ratio_max_rps_to_echo": round(rec["max_rps_p99_under_50ms"] / max(echo["max_rps_p99_under_50ms"], 1e-9), 3),
+        "goal_p99_under_20ms_at_100rps": rec["p99_ms"] <= 20.0,
+        "goal_300rps_p99_under_50ms": rec["max_rps_p99_under_50ms"] >= 300,
+        "ad_candidates_per_request": round(st.get("ad_candidates", 0) / n, 1),
+        "product_candidates_per_request": round(st.get("product_candidates", 0) / n, 1),
+        "ads_per_reply": round(st.get("ads_served", 0) / n, 2),
+        "suggestions_per_reply": round(st.get("suggestions_served", 0) / n, 2),
+        "events_logged": (st.get("events") or {}).get("sent"),
+        "event_log": "kafka" if bootstrap else "in-memory counter",
+        "feature_store": "feast (sqlite online)" if not quick else "none (context-only)",
+        "world": counts, "requests_in_mix": len(blobs),
+        "recommend": rec, "echo": echo, "seconds": round(time.time() - started, 1),
+    }
+    emit("serve", figures, quick)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
