@@ -90,8 +90,13 @@ class Scorer:
         return out[:, 0], out[:, 1]
 
     def score_request(self, context: Mapping, candidates: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray]:
-        """Same as ``score`` with the request ``context`` merged into every candidate row."""
-        return self.score([{**context, **c} for c in candidates])
+        """Same as ``score([{**context, **c} for c in candidates])``, but request-level features
+        are computed once: the call serving makes, once per request, for all its candidates."""
+        if not candidates:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
+        enc = self.pipeline.encode_request(context, candidates, self._cache)
+        out = self.predictor.predict(enc)
+        return out[:, 0], out[:, 1]
 
     def __repr__(self) -> str:
         return f"Scorer(version={self.version!r}, kind={self.kind!r})"

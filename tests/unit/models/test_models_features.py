@@ -46,3 +46,19 @@ def test_pipeline_round_trips_through_json():
     pipe = FeaturePipeline.fit(df)
     again = FeaturePipeline.from_dict(pipe.to_dict())
     np.testing.assert_array_equal(pipe.encode_frame(df).dense, again.encode_frame(df).dense)
+
+
+def test_request_fast_path_equals_row_encoding():
+    df = synthetic_impressions(400, seed=6)
+    pipe = FeaturePipeline.fit(df)
+    rows = df.head(60).to_dicts()
+    context_keys = ("user_id", "device", "scene", "objects", "intent_text", "location_category", "region",
+                    "local_hour", "local_weekday", "consent_personalization", "user_clicks_7d")
+    context = {k: rows[0].get(k) for k in context_keys}
+    candidates = [{k: v for k, v in r.items() if k not in context_keys} for r in rows]
+    a = pipe.encode_request(context, candidates, {})
+    b = pipe.encode_rows([{**context, **c} for c in candidates])
+    for name in a.lengths:
+        np.testing.assert_array_equal(a.lengths[name], b.lengths[name], err_msg=name)
+        np.testing.assert_array_equal(a.values[name], b.values[name], err_msg=name)
+    np.testing.assert_allclose(a.dense, b.dense, rtol=1e-6, atol=1e-6)
