@@ -151,6 +151,7 @@ def _frame(world, ctx, req, kind, item, pos, prior, p_click, p_conv, click, conv
         lookup(world.categories, items.category[item], "category"),
         lookup(world.brands, items.brand[item], "brand"),
         pl.Series("price", items.price[item]),
+        pl.Series("rating", items.rating[item]),
         pl.Series("position", pos.astype(np.int32)),
         pl.Series("prior_exposures", prior.astype(np.int32)),
         pl.Series("p_click", p_click),
@@ -164,7 +165,7 @@ def _frame(world, ctx, req, kind, item, pos, prior, p_click, p_conv, click, conv
         pl.lit(APP_ID).alias("app_id"),
         pl.format("imp-{}-{}", pl.lit(seed), pl.int_range(pl.len()).cast(pl.String).str.zfill(9)).alias("event_id"))
     first = ["event_id", "event_time", "user_id", "request_id", "item_kind", "item_id", "campaign_id", "advertiser_id",
-             "product_sku", "category", "brand", "price", "position"]
+             "product_sku", "category", "brand", "price", "rating", "position"]
     return out.select(first + [c for c in out.columns if c not in first])
 
 

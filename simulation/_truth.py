@@ -42,8 +42,8 @@ class ResponseModel:
     ad_offset: float = -0.2               # ads are clicked a little less than shopping suggestions
     glasses_offset: float = 0.15
     evening: float = 0.2
-    w_interest: float = 0.5
-    w_brand: float = 0.4
+    w_interest: float = 0.4
+    w_brand: float = 0.3
     w_intent: float = 1.2
     w_intent_top: float = 0.6
     w_object: float = 0.7
@@ -51,12 +51,12 @@ class ResponseModel:
     w_scene: float = 0.8
     w_intent_brand: float = 0.8
     w_quality: float = 0.6
-    w_price: float = 1.0
+    w_price: float = 0.7
     w_cap: float = 1.0
     w_price_word: float = 0.8
     position_decay: float = 0.6
     fatigue: float = 0.3
-    noise_sd: float = 0.3
+    noise_sd: float = 0.2
     conv_base: float = -3.0
     conv_interest: float = 0.5
     conv_intent: float = 0.8

@@ -81,6 +81,7 @@ class Items:
     price: np.ndarray         # (n_items,) float64, in the world currency
     price_level: np.ndarray   # (n_items,) float32, price quantile within its category (0..1)
     quality: np.ndarray       # (n_items,) float32, latent attractiveness
+    rating: np.ndarray        # (n_items,) float32, observable noisy view of quality in [0, 1] (the product's rating)
     campaign: np.ndarray      # (n_items,) int32 campaign index, -1 for products
     advertiser: np.ndarray    # (n_items,) int32 advertiser index
     product: np.ndarray       # (n_items,) int32 product index (ads: the promoted product, -1 if none)
@@ -257,6 +258,7 @@ def build_world(config: WorldConfig | None = None, taxonomy: Taxonomy | None = N
     p_price = np.round(base_price[p_cat] * np.exp(rng.normal(0, 0.5, n_p)), 2).clip(0.5, None)
     p_quality = (rng.normal(0, 0.5, n_p) + adv_quality[p_adv]).astype(np.float32)
     p_level = _price_level(p_cat, p_price, n_c)
+    p_rating = np.round(1.0 / (1.0 + np.exp(-(p_quality + rng.normal(0, 0.5, n_p)))), 2)
     skus = [f"sku{i:06d}" for i in range(n_p)]
     adj = np.array(V.PRODUCT_ADJECTIVES)[rng.integers(len(V.PRODUCT_ADJECTIVES), size=n_p)]
     labels = np.array([taxonomy.get(c).label for c in categories])
@@ -270,7 +272,7 @@ def build_world(config: WorldConfig | None = None, taxonomy: Taxonomy | None = N
         "price": p_price,
         "currency": config.currency,
         # a noisy, observable view of the latent quality (star ratings, returns), in [0, 1]
-        "rating": np.round(1.0 / (1.0 + np.exp(-(p_quality + rng.normal(0, 0.5, n_p)))), 2),
+        "rating": p_rating,
         "landing_url": [f"https://{brands[a].lower()}.example.com/p/{s}" for a, s in zip(p_adv, skus)],
     })
 
@@ -337,6 +339,7 @@ def build_world(config: WorldConfig | None = None, taxonomy: Taxonomy | None = N
     has_p = r_prod >= 0
     r_price = np.where(has_p, p_price[np.maximum(r_prod, 0)], np.round(base_price[r_cat], 2))
     r_quality = (rng.normal(0, 0.5, n_r) + adv_quality[r_adv]).astype(np.float32)
+    r_rating = np.round(1.0 / (1.0 + np.exp(-(r_quality + rng.normal(0, 0.5, n_r)))), 2)
     creative_ids = [f"cr{i:05d}" for i in range(n_r)]
     hooks = np.array(V.HEADLINE_HOOKS)[rng.integers(len(V.HEADLINE_HOOKS), size=n_r)]
     ctas = np.array(V.CALLS_TO_ACTION)[rng.integers(len(V.CALLS_TO_ACTION), size=n_r)]
@@ -363,6 +366,7 @@ def build_world(config: WorldConfig | None = None, taxonomy: Taxonomy | None = N
         price=np.concatenate([r_price, p_price]),
         price_level=np.concatenate([np.where(has_p, p_level[np.maximum(r_prod, 0)], 0.5), p_level]).astype(np.float32),
         quality=np.concatenate([r_quality, p_quality]),
+        rating=np.concatenate([np.where(has_p, p_rating[np.maximum(r_prod, 0)], r_rating), p_rating]).astype(np.float32),
         campaign=np.concatenate([r_cmp, np.full(n_p, -1)]).astype(np.int32),
         advertiser=np.concatenate([r_adv, p_adv]).astype(np.int32),
         product=np.concatenate([r_prod, np.arange(n_p)]).astype(np.int32),
@@ -446,7 +450,7 @@ def _users(config: WorldConfig, tops, category_top, n_c: int, n_brands: int, adv
     brand += 0.3 * brand_in_fav
     price_level = rng.beta(2.0, 2.0, n_u).astype(np.float32)
     price_sens = rng.gamma(2.0, 0.5, n_u).astype(np.float32)
-    bias = rng.normal(0.0, 0.3, n_u).astype(np.float32)
+    bias = rng.normal(0.0, 0.25, n_u).astype(np.float32)
     activity = np.exp(rng.normal(np.log(8.0), 0.7, n_u)).astype(np.float32)
     # scenes a user frequents follow their interests (soft), plus a personal habit
     aff = np.exp(interest) @ (scene_category.T / np.maximum(scene_category.sum(axis=1), 1e-6))  # (n_u, n_s)
