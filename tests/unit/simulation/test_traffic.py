@@ -124,3 +124,16 @@ def test_encode_plan_yields_serialized_events_in_time_order(small_world, plan):
     assert [t for *_, t in out] == sorted(t for *_, t in out)
     stream, key, value, t = next(o for o in out if o[0] == "context")
     assert pb.ContextEvent.FromString(value).user_id.encode() == key
+
+
+def test_time_compression_follows_event_times(small_world, make_settings):
+    small = plan_traffic(small_world, 100, seed=6, days=1.0, withdrawal_share=0.0)
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    stats = produce_traffic(small_world, small, make_settings(), speedup=3600.0, producer=RecordingProducer(),
+                            clock=lambda: now[0], sleep=sleep)
+    times = [t for *_, t in iter_plan(small)]
+    assert stats.seconds == pytest.approx((times[-1] - times[0]) / 1000 / 3600.0, rel=1e-6)
