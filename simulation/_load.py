@@ -63,7 +63,8 @@ def load_world(world: World, store, *, actor: str = "simulator") -> dict[str, in
 
 
 def campaign_window(world: World) -> tuple:
-    """(earliest start, latest end) of the world's campaigns; traffic inside it can be served."""
+    """(latest start, earliest end): the window in which every campaign of the world is scheduled,
+    so traffic timed inside it can be served by any of them."""
     start = world.campaigns["start_time"].max()
     end = world.campaigns["end_time"].min()
     return start, end - timedelta(seconds=1)
