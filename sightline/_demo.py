@@ -142,7 +142,7 @@ def run_demo(settings: Settings, config: DemoConfig, say: Say = print, progress:
             registry.promote(rec_x.version, "candidate")
             for rec, metrics in ((rec_t, m_t), (rec_x, m_x)):
                 say(f"   {rec.version}: test AUC {metrics.get('auc', float('nan')):.4f}, "
-                    f"log-loss {metrics.get('log_loss', float('nan')):.4f}")
+                    f"log-loss {metrics.get('logloss', float('nan')):.4f}, calibration {metrics.get('calibration', float('nan')):.3f}")
             bayes = m_t.get("bayes") or {}
             if bayes:
                 say(f"   Bayes-optimal AUC on the same test set: {bayes.get('auc', float('nan')):.4f}")
