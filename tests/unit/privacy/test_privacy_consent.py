@@ -91,8 +91,8 @@ def test_docs_privacy_md_holds_the_current_table():
 
 
 def test_streaming_consent_rules_agree_with_the_table():
-    """streaming._consent.decide is the ingestion implementation; it must agree with every flag combination."""
-    from streaming._consent import Purposes, decide
+    """streaming.decide is the ingestion implementation; it must agree with every flag combination."""
+    from streaming import Purposes, decide
 
     for c, p, m in itertools.product([False, True], repeat=3):
         flags = ConsentFlags(c, p, m)
@@ -105,3 +105,29 @@ def test_streaming_consent_rules_agree_with_the_table():
                 assert d.user_keyed == (d.keep and allowed(flags, "feature_store", "write_user_features")), (kind, flags)
         assert decide("feedback", ev, None).log == allowed(flags, "logging", "log_feedback_event"), flags
         assert decide("exposures", ev, None).log == allowed(flags, "experiments", "log_exposure"), flags
+
+
+def test_training_data_cells_against_the_models_training_set_builder():
+    """training_data/join_user_features: rows without personalization get no user features
+    (models.point_in_time_features, the point-in-time builder of training sets)."""
+    from datetime import datetime, timedelta, timezone
+
+    import polars as pl
+
+    from models import point_in_time_features
+
+    t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    rows = []
+    for i in range(6):  # the same user clicks a lot, half the time without personalization consent
+        rows.append({"event_time": t0 + timedelta(minutes=10 * i), "item_id": "cr-1", "click": 1, "user_id": "p1",
+                     "consent_personalization": i % 2 == 0, "campaign_id": "c1", "category": "sports/running_shoes",
+                     "scene": "gym"})
+    out = point_in_time_features(pl.DataFrame(rows))
+    user_cols = [c for c in out.columns if c.startswith("user_") and c != "user_id"]
+    assert user_cols, "the builder produces user features"
+    no_consent = out.filter(~pl.col("consent_personalization"))
+    assert not allowed(ConsentFlags(True, False, True), "training_data", "join_user_features")
+    for c in user_cols:
+        assert no_consent[c].fill_null(0).sum() == 0, f"{c} is non-zero for rows without personalization"
+    consented_last = out.filter(pl.col("consent_personalization")).sort("event_time")[-1]
+    assert consented_last["user_impressions_24h"][0] > 0, "consented rows do get user history"
