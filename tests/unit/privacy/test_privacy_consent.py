@@ -131,3 +131,18 @@ def test_training_data_cells_against_the_models_training_set_builder():
         assert no_consent[c].fill_null(0).sum() == 0, f"{c} is non-zero for rows without personalization"
     consented_last = out.filter(pl.col("consent_personalization")).sort("event_time")[-1]
     assert consented_last["user_impressions_24h"][0] > 0, "consented rows do get user history"
+
+
+def test_experiments_cells_against_the_assignment_function():
+    """experiments/assign_by_user: the unit is the user only with personalization consent
+    (experiments.assign_request, which serving calls)."""
+    from experiments import assign_request, parse_experiment
+
+    exp = parse_experiment({"id": "e1", "layer": "l1", "salt": "s1", "status": "running", "unit_type": "user",
+                            "arms": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]})
+    with_consent = assign_request([exp], user_id="p1", request_id="r1", personalization=True)
+    without = assign_request([exp], user_id="p1", request_id="r1", personalization=False)
+    assert allowed(ConsentFlags.all(), "experiments", "assign_by_user")
+    assert not allowed(ConsentFlags(True, False, True), "experiments", "assign_by_user")
+    assert [(a.unit_type, a.unit_id) for a in with_consent] == [("user", "p1")]
+    assert [(a.unit_type, a.unit_id) for a in without] == [("request", "r1")], "no user-level unit without consent"
