@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from privacy.errors import UnknownStage
+from privacy.errors import PrivacyError, UnknownStage
 
 PURPOSES: tuple[str, ...] = ("context", "personalization", "measurement")
 STAGES: tuple[str, ...] = ("ingestion", "feature_store", "training_data", "serving", "logging", "experiments")
@@ -187,7 +187,7 @@ TABLE_END = "<!-- consent-table:end -->"
 def splice_into(document: str) -> str:
     """``document`` with the text between the table markers replaced by the current table."""
     if TABLE_BEGIN not in document or TABLE_END not in document:
-        raise UnknownStage(f"the document has no consent-table markers; add {TABLE_BEGIN} and {TABLE_END}")
+        raise PrivacyError(f"the document has no consent-table markers; add {TABLE_BEGIN} and {TABLE_END}")
     head, rest = document.split(TABLE_BEGIN, 1)
     _, tail = rest.split(TABLE_END, 1)
     return f"{head}{TABLE_BEGIN}\n{render_markdown()}{TABLE_END}{tail}"

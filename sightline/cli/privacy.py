@@ -86,13 +86,13 @@ def purge(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
                    "(default docs/privacy.md).")
 def consent_table(write_to: Path | None) -> None:
     """Print the consent decision table (purposes × stages) as Markdown."""
-    from privacy import render_markdown, splice_into
+    from privacy import PrivacyError, render_markdown, splice_into
 
     if write_to is None:
         click.echo(render_markdown(), nl=False)
         return
     try:
         write_to.write_text(splice_into(write_to.read_text()))
-    except (OSError, Exception) as exc:  # noqa: BLE001 - one clear message for a CLI user
+    except (OSError, PrivacyError) as exc:
         raise click.ClickException(f"cannot update {write_to}: {exc}") from None
     click.echo(f"consent table written to {write_to}")

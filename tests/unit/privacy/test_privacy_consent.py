@@ -5,7 +5,9 @@ import itertools
 
 import pytest
 
-from privacy import ACTIONS, PURPOSES, STAGES, ConsentFlags, UnknownStage, allowed, cell, render_markdown, splice_into
+from privacy import (
+    ACTIONS, PURPOSES, STAGES, ConsentFlags, PrivacyError, UnknownStage, allowed, cell, render_markdown, splice_into,
+)
 from privacy._consent import TABLE_BEGIN, TABLE_END
 
 # (purpose, stage) -> the actions that stop when that purpose is missing (everything else in force).
@@ -79,7 +81,7 @@ def test_markdown_has_one_row_per_stage_and_per_action_and_splices():
     out = splice_into(doc)
     assert out.startswith("intro\n") and out.endswith("outro\n") and "old" not in out and md in out
     assert splice_into(out) == out
-    with pytest.raises(UnknownStage, match="markers"):
+    with pytest.raises(PrivacyError, match="markers"):
         splice_into("no markers")
 
 
@@ -146,3 +148,20 @@ def test_experiments_cells_against_the_assignment_function():
     assert not allowed(ConsentFlags(True, False, True), "experiments", "assign_by_user")
     assert [(a.unit_type, a.unit_id) for a in with_consent] == [("user", "p1")]
     assert [(a.unit_type, a.unit_id) for a in without] == [("request", "r1")], "no user-level unit without consent"
+
+
+def test_consent_table_cli_prints_and_writes(tmp_path):
+    from click.testing import CliRunner
+
+    from sightline.cli import main
+
+    printed = CliRunner().invoke(main, ["privacy", "consent-table"], catch_exceptions=False)
+    assert printed.exit_code == 0 and printed.output == render_markdown()
+    doc = tmp_path / "p.md"
+    doc.write_text(f"x\n{TABLE_BEGIN}\n{TABLE_END}\n")
+    wrote = CliRunner().invoke(main, ["privacy", "consent-table", "--write", str(doc)], catch_exceptions=False)
+    assert wrote.exit_code == 0 and render_markdown() in doc.read_text()
+    bad = tmp_path / "none.md"
+    bad.write_text("no markers")
+    failed = CliRunner().invoke(main, ["privacy", "consent-table", "--write", str(bad)])
+    assert failed.exit_code != 0 and "markers" in failed.output
