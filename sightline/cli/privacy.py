@@ -25,7 +25,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the receipt as JSON.")
 @click.pass_context
 def erase(ctx: click.Context, user_id: str, pseudonymous: bool, as_json: bool) -> None:
-    """Erase one user from the online and offline feature stores and the event logs.
+    """Erase one user from the feature stores, the event logs and the ingest state.
 
     Records a tombstone first so that late events of the user are dropped by ingestion.
     Frequency-cap counters live in the running server's memory: erase through the
