@@ -76,8 +76,13 @@ def _require(message, name: str, kind: str) -> None:
 
 
 def _validate(kind: str, m, now_ms: int) -> None:
-    for name in ("event_id", "user_id"):
-        _require(m, name, kind)
+    _require(m, "event_id", kind)
+    # Serving strips the user id from feedback and exposures of requests without
+    # personalization consent (nothing user-keyed is kept); those still count for item,
+    # campaign and delivery figures, so only personalized events must name their user.
+    anonymous_ok = kind in ("feedback", "exposures") and not m.consent.personalization
+    if not anonymous_ok:
+        _require(m, "user_id", kind)
     if len(m.event_id) > 128 or len(m.user_id) > 128:
         raise InvalidMessage("invalid_value", "event_id and user_id must be at most 128 characters")
     if not (_MIN_TIME_MS <= m.event_time_ms <= now_ms + _MAX_FUTURE_MS):
