@@ -167,6 +167,7 @@ def run_demo(settings: Settings, config: DemoConfig, say: Say = print, progress:
     with stage("feedback and exposures ingested (delivery stats, experiment logs)"):
         ingested = _ingest(settings)
         say(f"   ingested: {_fmt_counts(ingested)}")
+        summary.figures["ingest_feedback"] = ingested
 
     with stage("summary"):
         _summarize(settings, summary, say)

@@ -55,6 +55,9 @@ def test_small_demo_tells_the_whole_story(demo_dir, tmp_path):
     ingest = figures["ingest"]
     assert ingest.get("in.context", 0) > 0 and ingest.get("stored", 0) > 0
     assert not any(k.startswith("dlq.") for k in ingest), f"good demo traffic reached a DLQ: {ingest}"
+    fed = figures["ingest_feedback"]
+    assert fed.get("in.feedback", 0) >= respond["impressions"] * 0.5
+    assert not any(k.startswith("dlq.") for k in fed), f"serving's feedback reached a DLQ: {fed}"
 
     # Idempotent: a second run reuses the world, the models and the experiment.
     again = _sightline(demo_dir, "demo", "--small", "--no-progress", "--requests", "50", timeout=600)
