@@ -25,7 +25,7 @@ class PacingBook:
     """Thread-safe pacing for every campaign; ``t`` is epoch seconds (UTC days)."""
 
     def __init__(self, plan: PlanCurve | None = None, config: PacingConfig | None = None, *,
-                 click_window_s: float = 1800.0, share: float = 1.0) -> None:
+                 click_window_s: float = 600.0, share: float = 1.0) -> None:
         self.plan = plan or PlanCurve()
         self.config = config or PacingConfig()
         self.click_window_s = click_window_s
@@ -47,8 +47,9 @@ class PacingBook:
 
     def _expire(self, entry: _Campaign, t: float) -> None:
         while entry.pending and entry.pending[0][0] < t - self.click_window_s:
-            _, cost = entry.pending.popleft()
+            _, cost, var = entry.pending.popleft()
             entry.state.outstanding = max(0.0, entry.state.outstanding - cost)
+            entry.state.outstanding_var = max(0.0, entry.state.outstanding_var - var)
 
     def admit(self, campaign_id: str, budget: float | None, t: float, draw: float, expected_cost: float) -> bool:
         """Does the campaign take part in a request at ``t``? (No budget = no pacing.)"""
@@ -65,19 +66,26 @@ class PacingBook:
             return True
         with self._lock:
             entry, _ = self._get(campaign_id, budget, t)
-            return entry.state.committed + expected_cost <= entry.state.budget
+            self._expire(entry, t)
+            state = entry.state
+            return state.committed + state.reserve + expected_cost <= state.budget
 
     def served(self, campaign_id: str, budget: float | None, t: float, *, charge: float = 0.0,
-               expected_click_cost: float = 0.0) -> None:
-        """Record an impression: CPM ``charge`` now, CPC expected cost pending its click."""
+               click_price: float = 0.0, pctr: float = 0.0) -> None:
+        """Record an impression: a CPM ``charge`` now, or a CPC ``click_price`` due with probability ``pctr``."""
         if budget is None:
             return
         with self._lock:
             entry, _ = self._get(campaign_id, budget, t)
-            entry.state.spent += charge
-            if expected_click_cost:
-                entry.pending.append((t, expected_click_cost))
-                entry.state.outstanding += expected_click_cost
+            state = entry.state
+            state.spent += charge
+            state.issued += charge
+            if click_price:
+                cost, var = click_price * pctr, click_price * click_price * pctr * (1 - pctr)
+                entry.pending.append((t, cost, var))
+                state.outstanding += cost
+                state.outstanding_var += var
+                state.issued += cost
 
     def clicked(self, campaign_id: str, budget: float | None, t: float, charge: float) -> None:
         """Record a click's charge. Its impression's expected cost stays pending until the click

@@ -58,12 +58,16 @@ class PacerState:
     """Money charged today from delivered events (impressions for CPM, clicks for CPC)."""
     outstanding: float = 0.0
     """Expected cost of served impressions whose charge has not arrived yet (CPC: pCTR × price)."""
+    outstanding_var: float = 0.0
+    """Variance of that cost (CPC: price² × pCTR × (1 − pCTR)); the guard keeps 1 σ of it in reserve."""
+    issued: float = 0.0
+    """Cost committed by serving so far today (CPM charges + CPC expected costs); the demand signal."""
     p: float = 1.0
     """Current participation probability."""
     rate: float | None = None
     """EMA of the unthrottled spend rate (money per second at p = 1)."""
     last_t: float | None = None
-    last_committed: float = 0.0
+    last_issued: float = 0.0
     history: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     @property
@@ -71,8 +75,14 @@ class PacerState:
         return self.spent + self.outstanding
 
     @property
+    def reserve(self) -> float:
+        """One standard deviation of the outstanding cost: what late clicks may still add beyond
+        their expectation (more would underspend small budgets; see docs/serving.md)."""
+        return self.outstanding_var ** 0.5
+
+    @property
     def exhausted(self) -> bool:
-        return self.committed >= self.budget
+        return self.committed + self.reserve >= self.budget
 
 
 @dataclass(frozen=True)
@@ -90,24 +100,24 @@ class PacingConfig:
 def update(state: PacerState, t: float, plan: PlanCurve, config: PacingConfig = PacingConfig()) -> float:
     """Recompute ``state.p`` at ``t`` seconds into the day if an interval has passed; return it."""
     if state.last_t is None:
-        state.last_t, state.last_committed = t, state.committed
+        state.last_t, state.last_issued = t, state.issued
         state.p = 1.0 if not state.exhausted else 0.0
         return state.p
     dt = t - state.last_t
     if dt < config.interval_s:
         return state.p
-    spent_dt = state.committed - state.last_committed
-    observed = spent_dt / dt / max(state.p, config.p_min)
-    if state.p > 0:
+    issued_dt = state.issued - state.last_issued
+    if state.p > 0 and not state.exhausted:
+        observed = issued_dt / dt / max(state.p, config.p_min)
         state.rate = observed if state.rate is None else (1 - config.ema) * state.rate + config.ema * observed
-    state.last_t, state.last_committed = t, state.committed
+    state.last_t, state.last_issued = t, state.issued
     state.history.append((t, state.committed))
     state.p = _target_p(state, t, plan, config)
     return state.p
 
 
 def _target_p(state: PacerState, t: float, plan: PlanCurve, config: PacingConfig) -> float:
-    remaining = state.budget * (1 - config.safety) - state.committed
+    remaining = state.budget * (1 - config.safety) - state.committed - state.reserve
     if remaining <= 0:
         return 0.0
     left = 1.0 - plan.fraction(t)
@@ -123,10 +133,10 @@ def _target_p(state: PacerState, t: float, plan: PlanCurve, config: PacingConfig
 def admit(state: PacerState, draw: float, expected_cost: float) -> bool:
     """Does the campaign take part in this request? ``draw`` is uniform in [0, 1).
 
-    The hard guard refuses when this impression's expected cost would push the committed
-    spend over the budget.
+    The hard guard refuses when this impression's expected cost, on top of the committed
+    spend and the reserve for late clicks, would pass the budget.
     """
-    if state.committed + expected_cost > state.budget:
+    if state.committed + state.reserve + expected_cost > state.budget:
         return False
     return draw < state.p
 

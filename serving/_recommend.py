@@ -288,8 +288,10 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
                           score=w.ecpm, pctr=w.bidder.pctr, price_charged=w.price,
                           explanation=a.match.explanation, impression_token=token, position=position,
                           product_sku=spec.product_sku)
-            self.pacing.served(spec.campaign_id, spec.daily_budget, now_s, charge=w.price if cpm else 0.0,
-                               expected_click_cost=0.0 if cpm else expected)
+            if cpm:
+                self.pacing.served(spec.campaign_id, spec.daily_budget, now_s, charge=w.price)
+            else:
+                self.pacing.served(spec.campaign_id, spec.daily_budget, now_s, click_price=w.price, pctr=w.bidder.pctr)
             if personal:
                 self.caps.record(user_key, spec.campaign_id, day)
             events.append((imp, token, w.price if cpm else 0.0))

@@ -52,6 +52,7 @@ def _simulate_day(budget, demand_per_s, cost, plan, seed=0, click_cpc=False):
         update(state, t, plan, config)
         if admit(state, rng.random(), cost):
             state.spent += cost
+            state.issued += cost
     return state
 
 

@@ -1,0 +1,82 @@
+"""The Recommend servicer in-process with fakes: deadlines and the user-feature fallbacks."""
+
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
+
+import pytest
+
+from campaigns import Advertiser, Campaign, CampaignSnapshot, Product, Taxonomy
+from proto import events_pb2, serving_pb2
+from serving import FALLBACK_VERSION, MemoryEventLog, RecommendationServicer, RegistryRankers
+from serving.errors import DeadlineExceeded
+from sightline.settings import load_settings
+
+NOW = datetime.now(timezone.utc)
+
+
+class _Snapshots:
+    def __init__(self):
+        camp = Campaign.from_doc({
+            "id": "c1", "advertiser_id": "a1", "name": "c1", "status": "active",
+            "schedule": {"start": (NOW - timedelta(days=1)).isoformat()}, "budget": {"daily": 100},
+            "bid": {"strategy": "CPC", "amount": 1.0}, "targeting": {"categories": ["sports/running_shoes"]},
+            "creatives": [{"id": "cr1", "headline": "Run", "landing_url": "https://x.example", "product_sku": "p1"}]})
+        product = Product(sku="p1", title="Trail running shoes", brand="B", category="sports/running_shoes",
+                          price=80.0, landing_url="https://x.example/p1")
+        self.snap = CampaignSnapshot(
+            version=(1, 1), loaded_at=NOW, campaigns=MappingProxyType({"c1": camp}),
+            advertisers=MappingProxyType({"a1": Advertiser(id="a1", name="A")}),
+            products=MappingProxyType({"p1": product}),
+            products_by_category=MappingProxyType({"sports/running_shoes": (product,)}))
+
+    def get(self):
+        return self.snap
+
+
+class _Users:
+    def __init__(self, fail=False):
+        self.fail, self.calls = fail, 0
+
+    def get(self, key):
+        self.calls += 1
+        if self.fail:
+            raise ConnectionError("down")
+        return {}
+
+
+class _Ctx:
+    def __init__(self, remaining):
+        self.remaining = remaining
+
+    def time_remaining(self):
+        return self.remaining
+
+
+def _servicer(users):
+    return RecommendationServicer(settings=load_settings(env={}), snapshots=_Snapshots(), rankers=RegistryRankers(None),
+                                  events=MemoryEventLog(), taxonomy=Taxonomy(), user_features=users, seed=1)
+
+
+def _req():
+    return serving_pb2.RecommendRequest(
+        app_id="a", user_id="u", consent=events_pb2.Consent(context=True, personalization=True, measurement=True),
+        context=events_pb2.Context(objects=["running_shoe"]), surfaces=serving_pb2.Surfaces(ad_slots=1, suggestions=1))
+
+
+def test_expired_deadline_is_deadline_exceeded():
+    with pytest.raises(DeadlineExceeded):
+        _servicer(_Users()).Recommend(_req(), _Ctx(-0.001))
+
+
+def test_short_deadline_skips_the_feature_store():
+    users = _Users()
+    servicer = _servicer(users)
+    reply = servicer.Recommend(_req(), _Ctx(0.002))
+    assert users.calls == 0 and servicer.stats()["user_features_fallback_deadline"] == 1
+    assert reply.ads[0].campaign_id == "c1" and reply.model_version == FALLBACK_VERSION
+
+
+def test_store_down_falls_back_and_counts():
+    servicer = _servicer(_Users(fail=True))
+    reply = servicer.Recommend(_req(), _Ctx(1.0))
+    assert not reply.personalized and reply.ads and servicer.stats()["user_features_fallback_store_down"] == 1
