@@ -34,24 +34,35 @@ def part_files(directory: Path) -> list[Path]:
 
 
 def remove_rows(directory: Path, columns: list[str], predicate: Predicate, *, keep_empty: bool = False,
-                dry_run: bool = False) -> PartsResult:
-    """Rewrite every part file in ``directory`` without the rows ``predicate`` marks."""
+                dry_run: bool = False, threads: int = 4) -> PartsResult:
+    """Rewrite every part file in ``directory`` without the rows ``predicate`` marks.
+
+    The probe (read ``columns``, evaluate ``predicate``) runs on ``threads`` threads —
+    pyarrow releases the GIL while reading — and only the files with marked rows are
+    read whole and rewritten.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    def probe(path: Path):
+        try:
+            table = pq.read_table(path, columns=columns)
+        except (KeyError, ValueError, OSError):
+            return path, None  # not a file of this shape, or gone meanwhile: the predicate cannot apply
+        if table.num_rows == 0:
+            return path, None
+        mask = pc.fill_null(predicate(table), False)
+        return path, (mask if pc.any(mask).as_py() else None)
+
     result = PartsResult(Path(directory))
-    for path in part_files(directory):
-        result.files_scanned += 1
-        present = [c for c in columns if c in pq.read_schema(path).names]
-        if len(present) != len(columns):
-            continue  # not a file of this shape (the predicate cannot apply)
-        probe = pq.read_table(path, columns=present)
-        if probe.num_rows == 0:
-            continue
-        mask = pc.fill_null(predicate(probe), False)
+    paths = part_files(directory)
+    result.files_scanned = len(paths)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        hits = [(p, m) for p, m in pool.map(probe, paths) if m is not None]
+    for path, mask in hits:
         n = int(pc.sum(mask).as_py() or 0)
-        if n == 0:
-            continue
         result.rows_removed += n
         if dry_run:
             continue
