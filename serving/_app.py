@@ -23,7 +23,9 @@ ADMIN_PACKAGES: tuple[str, ...] = ("campaigns", "experiments", "privacy")
 """Packages asked for ``grpc_services(settings)``; a package without one is skipped."""
 
 
-def admin_services(settings) -> list[Service]:
+def admin_services(settings, *, erasers=None) -> list[Service]:
+    """Admin services of the packages in ``ADMIN_PACKAGES``; ``erasers`` (name → callable on
+    pseudonyms) go to ``privacy`` so an erasure also clears this server's in-process state."""
     out: list[Service] = []
     for name in ADMIN_PACKAGES:
         try:
@@ -31,8 +33,9 @@ def admin_services(settings) -> list[Service]:
         except ModuleNotFoundError:
             continue
         factory = getattr(module, "grpc_services", None)
-        if factory is not None:
-            out.extend(factory(settings))
+        if factory is None:
+            continue
+        out.extend(factory(settings, erasers=erasers) if name == "privacy" and erasers else factory(settings))
     return out
 
 
@@ -93,7 +96,13 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
     servicer._item_features = item_features
 
     def on_start() -> None:
-        events.start()
+        try:
+            events.start()
+        except Exception as exc:  # noqa: BLE001 - kafka-python raises several types
+            from serving.errors import Unavailable
+
+            raise Unavailable(f"the event log cannot reach Kafka ({exc}); start it with 'sightline stack up' "
+                              "or set SIGHTLINE_KAFKA_BOOTSTRAP") from exc
         for cache in owned:
             cache.start()
         servicer.catalog()
@@ -123,4 +132,6 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
 
 def app_services(settings) -> list[Service]:
     """Every service of a full Sightline server built from settings."""
-    return [recommendation_service(settings)] + admin_services(settings)
+    recommend = recommendation_service(settings)
+    erasers = {"serving_frequency_counters": recommend.servicer.erase_ids}
+    return [recommend] + admin_services(settings, erasers=erasers)

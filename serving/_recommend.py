@@ -41,11 +41,11 @@ _KIND_NAME = {events_pb2.AD: "ad", events_pb2.PRODUCT: "product"}
 
 
 def pseudonymize(user_id: str, key: str) -> str:
-    """Keyed hash of the app's user id: the only form serving stores or looks up."""
-    import hashlib
-    import hmac
+    """Keyed hash of the app's user id (``privacy.pseudonymize``): the only form serving
+    stores (frequency counters) or looks up (Feast user rows)."""
+    from privacy import pseudonymize as _pseudonymize
 
-    return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:32]
+    return _pseudonymize(user_id, key)
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,10 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
     def erase_user(self, user_id: str) -> dict:
         """Forget a user's frequency counters (privacy erasure); returns what was removed."""
         return {"frequency_counters": self.caps.erase_user(pseudonymize(user_id, self._hmac_key))}
+
+    def erase_ids(self, ids) -> int:
+        """``privacy`` eraser: drop the frequency counters of these pseudonyms; returns entries removed."""
+        return sum(self.caps.erase_user(i) for i in ids)
 
     # -- Recommend ----------------------------------------------------------------------
     def Recommend(self, request, context):  # noqa: N802 - gRPC name

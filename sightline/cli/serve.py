@@ -27,7 +27,7 @@ def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool) -
         return
     from serving import build_server
     from serving.errors import ServingError
-    from serving._app import app_services
+    from serving import app_services
 
     settings = get_settings(ctx)
     if no_auth:
@@ -39,7 +39,11 @@ def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool) -
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    server.start()
+    try:
+        server.start()
+    except ServingError as exc:
+        server.stop(0)
+        raise click.ClickException(str(exc)) from None
     click.echo(f"serving on {server.address} ({'TLS' if server.tls else 'plaintext'}; "
                f"services: {', '.join(s.name for s in server.services)}); Ctrl-C stops", err=True)
     try:

@@ -1,0 +1,66 @@
+"""`sightline serve keys ...` and `sightline serve` as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from click.testing import CliRunner
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_keys_create_list_revoke(tmp_path):
+    from sightline.cli import main
+
+    runner = CliRunner()
+    base = ["--data-dir", str(tmp_path / "data"), "serve", "keys"]
+    created = runner.invoke(main, base + ["create", "--owner", "app-1", "--scope", "recommend", "--scope", "feedback"],
+                            env={})
+    assert created.exit_code == 0, created.output
+    plaintext = created.stdout.strip().splitlines()[-1]
+    assert plaintext.startswith("slk_")
+    listed = runner.invoke(main, base + ["list"], env={})
+    key_id = plaintext.split("_")[1]
+    assert key_id in listed.output and "app-1" in listed.output and plaintext not in listed.output
+    assert runner.invoke(main, base + ["revoke", key_id], env={}).exit_code == 0
+    assert key_id not in runner.invoke(main, base + ["list"], env={}).output
+    assert "revoked" in runner.invoke(main, base + ["list", "--all"], env={}).output
+    bad = runner.invoke(main, base + ["revoke", "nope"], env={})
+    assert bad.exit_code != 0 and "keys list" in bad.output
+
+
+def test_serve_runs_answers_health_and_stops_cleanly(kafka_settings, tmp_path):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    env = {**os.environ, "SIGHTLINE_DATA_DIR": str(kafka_settings.data_dir), "SIGHTLINE_SERVING_PORT": "0",
+           "SIGHTLINE_KAFKA_BOOTSTRAP": kafka_settings.kafka.bootstrap,
+           "SIGHTLINE_KAFKA_TOPIC_PREFIX": kafka_settings.kafka.topic_prefix}
+    proc = subprocess.Popen([sys.executable, "-m", "sightline", "serve"], cwd=ROOT, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        address = None
+        deadline = time.monotonic() + 90
+        while address is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                pytest.fail(f"sightline serve exited with {proc.returncode}")
+            match = re.search(r"serving on (\S+) ", line)
+            address = match.group(1) if match else None
+        assert address, "sightline serve did not report its address within 90 s"
+        with grpc.insecure_channel(address) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 0, out
+    assert "stopping" in out
