@@ -355,3 +355,19 @@ def test_grpc_erasure_clears_the_servers_frequency_counters(served):
     assert {s.store: s.deleted for s in receipt.stores}["serving_frequency_caps"] == 1
     assert served.servicer.caps.counts(pseudonymize("app-user-capped", served.settings.privacy.hmac_key),
                                        "c-shoes", int(time.time() // 86400)) == (0, 0)
+
+
+def test_erasure_leaves_no_trace_of_the_user_in_the_ingest_state_file(pipeline):
+    """After erasure, the ingest state DB (and its WAL) hold no bytes of the user's id —
+    not in consent records, pending log rows, or freed pages."""
+    from streaming import state_path
+
+    grant = ev.ConsentEvent(event_id=uuid.uuid4().hex, event_time_ms=int(time.time() * 1000),
+                                          user_id="u-trace-0123456789", consent=_consent(ALL))
+    _ingest(pipeline, ("consent", grant), ("context", _context("u-trace-0123456789", ALL)),
+            ("feedback", _feedback("u-trace-0123456789", ALL)))
+    erase_user(pipeline.settings, "u-trace-0123456789", pseudonymous=True)
+    path = state_path(pipeline.settings.data_dir)
+    found = [p.name for p in path.parent.glob(path.name + "*") if b"u-trace-0123456789" in p.read_bytes()]
+    assert not found, (f"the erased user's id is still in {found}: streaming's StateStore keeps the user's consent row "
+                       "(erase_user_state removes buckets and dirty marks only) and freed pages (no secure_delete)")
