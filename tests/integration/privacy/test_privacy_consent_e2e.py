@@ -371,3 +371,35 @@ def test_erasure_leaves_no_trace_of_the_user_in_the_ingest_state_file(pipeline):
     found = [p.name for p in path.parent.glob(path.name + "*") if b"u-trace-0123456789" in p.read_bytes()]
     assert not found, (f"the erased user's id is still in {found}: streaming's StateStore keeps the user's consent row "
                        "(erase_user_state removes buckets and dirty marks only) and freed pages (no secure_delete)")
+
+
+def test_sightline_serve_composition_erases_the_servers_frequency_counters(kafka_settings):
+    """The server `sightline serve` builds (serving.app_services) must wire its frequency
+    counters into PrivacyAdminService, so EraseUser on a running server clears them."""
+    from features import apply_repo
+    from privacy import SERVICE_NAME
+    from proto import privacy_pb2, privacy_pb2_grpc, serving_pb2_grpc
+    from serving import RECOMMENDATION_SERVICE, ApiKeyStore, app_services, build_server
+
+    s = kafka_settings.model_copy(update={"serving": kafka_settings.serving.model_copy(update={"port": 0})})
+    _seed_campaigns(s)
+    apply_repo(s)
+    services = app_services(s)
+    assert SERVICE_NAME in [svc.name for svc in services], "sightline serve must serve PrivacyAdminService"
+    rec = next(svc for svc in services if svc.name == RECOMMENDATION_SERVICE).servicer
+    keys = ApiKeyStore.from_settings(s)
+    app_md = [("x-api-key", keys.create_key("app", ["recommend"]))]
+    admin_md = [("x-api-key", keys.create_key("dpo", ["admin:privacy"]))]
+    with build_server(s, services, keys) as server, grpc.insecure_channel(server.address) as channel:
+        serving_pb2_grpc.RecommendationServiceStub(channel).Recommend(_request("app-user-x", ALL), metadata=app_md,
+                                                                      timeout=20)
+        user_key = pseudonymize("app-user-x", s.privacy.hmac_key)
+        day = int(time.time() // 86400)
+        assert rec.caps.counts(user_key, "c-shoes", day)[0] >= 1, "precondition: the ad was capped-counted"
+        receipt = privacy_pb2_grpc.PrivacyAdminServiceStub(channel).EraseUser(
+            privacy_pb2.EraseUserRequest(user_id="app-user-x"), metadata=admin_md, timeout=30)
+        assert rec.caps.counts(user_key, "c-shoes", day) == (0, 0), (
+            "EraseUser did not clear the running server's frequency counters; serving._app.app_services should "
+            "pass erasers={'serving_frequency_caps': ...} to privacy.grpc_services. Receipt stores: "
+            + ", ".join(st.store for st in receipt.stores))
+    keys.close()
