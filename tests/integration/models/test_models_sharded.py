@@ -18,12 +18,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.multiprocess]
 
 @pytest.fixture(scope="module")
 def prepared():
-    return prepare(point_in_time_features(synthetic_impressions(24_000, seed=31, n_items=200, n_users=300)))
+    return prepare(point_in_time_features(synthetic_impressions(60_000, seed=31, n_items=200, n_users=300)))
 
 
 @pytest.fixture(scope="module")
 def trained(prepared, tmp_path_factory):
-    cfg = RankerConfig(epochs=2, batch_size=512, seed=0)
+    cfg = RankerConfig(epochs=1, batch_size=512, seed=0)
     out = {}
     for ws in (1, 2):
         work = tmp_path_factory.mktemp(f"torchrec-ws{ws}")

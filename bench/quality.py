@@ -1,0 +1,89 @@
+"""Model quality on the simulator's default world against the Bayes-optimal ceiling.
+
+One logged-impression set from ``simulation.simulate_logged_impressions`` (default world),
+features computed point-in-time with polars (no Feast data exists for a fresh simulated
+log; the Feast path is tested in tests/integration/models), time split 70/10/20. Every
+model is trained on the same encoded features: TorchRec (sharded over ``--world-size``
+gloo ranks), XGBoost (hist), logistic regression, popularity. Test-split AUC, log-loss,
+NE and calibration (predicted/observed CTR) for each; the true probabilities give the
+Bayes-optimal AUC/log-loss on the same rows. Report (metrics.json, calibration.png,
+roc.png) in ``bench/results/quality/``.
+
+Usage: python -m bench.quality [--quick] [--world-size N] [--requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from bench._common import RESULTS, emit, progress
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller log, TorchRec + XGBoost only (~1-2 minutes)")
+    ap.add_argument("--world-size", type=int, default=2)
+    ap.add_argument("--requests", type=int, default=None, help="simulated requests (default 200k; quick 40k)")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--models", default=None, help="comma list (default: all; quick: torchrec,xgboost)")
+    args = ap.parse_args()
+
+    from models import bayes_ceiling, evaluate_predictor, fit_model, point_in_time_features, prepare, write_report
+    from models._torchrec import RankerConfig
+    from simulation import WorldConfig, build_world, simulate_logged_impressions
+
+    n_req = args.requests or (40_000 if args.quick else 200_000)
+    kinds = (args.models or ("torchrec,xgboost" if args.quick else "torchrec,xgboost,logreg,popularity")).split(",")
+    t0 = time.perf_counter()
+    progress(f"simulating {n_req} requests on the default world ...")
+    log = simulate_logged_impressions(build_world(WorldConfig()), n_req, seed=1)
+    progress(f"{log.height} impressions; point-in-time features (polars) ...")
+    prep = prepare(point_in_time_features(log))
+    progress(f"train {prep.split.train.height} / valid {prep.split.valid.height} / test {prep.split.test.height} rows "
+             f"({time.perf_counter() - t0:.0f}s)")
+    bayes = bayes_ceiling(prep)
+    metrics, preds, seconds = {}, {}, {}
+    for kind in kinds:
+        progress(f"training {kind} ...")
+        cfg = RankerConfig()
+        if args.epochs:
+            cfg.epochs = args.epochs
+        t = time.perf_counter()
+        trained = fit_model(kind, prep, world_size=args.world_size, ranker_config=cfg, progress=True)
+        seconds[kind] = round(time.perf_counter() - t, 1)
+        m, p = evaluate_predictor(trained.predictor, prep)
+        metrics[kind], preds[kind] = m, p[:, 0]
+        progress(f"{kind}: AUC {m['auc']:.4f}  log-loss {m['logloss']:.4f}  NE {m['ne']:.4f}  "
+                 f"calibration {m['calibration']:.3f}  ({seconds[kind]}s)")
+    preds["bayes (true p)"] = prep.split.test["p_click"].to_numpy()
+    metrics["bayes (true p)"] = bayes
+    report = write_report(RESULTS / "quality", prep.y_test[:, 0], preds, metrics)
+    progress(f"Bayes-optimal: AUC {bayes['auc']:.4f}  log-loss {bayes['logloss']:.4f}; report in {RESULTS / 'quality'}")
+
+    def key(kind, name):
+        return round(float(metrics[kind][name]), 5) if kind in metrics else None
+
+    figures = {
+        "auc_torchrec": key("torchrec", "auc"), "auc_xgboost": key("xgboost", "auc"),
+        "auc_bayes": round(bayes["auc"], 5),
+        "logloss_torchrec": key("torchrec", "logloss"), "logloss_xgboost": key("xgboost", "logloss"),
+        "logloss_bayes": round(bayes["logloss"], 5),
+        "calibration_torchrec": key("torchrec", "calibration"), "calibration_xgboost": key("xgboost", "calibration"),
+        "ne_torchrec": key("torchrec", "ne"), "ne_bayes": round(float(bayes["ne"]), 5),
+        "auc_logreg": key("logreg", "auc"), "auc_popularity": key("popularity", "auc"),
+        "cvr_auc_torchrec": round(metrics["torchrec"]["cvr"]["auc"], 5) if "cvr" in metrics.get("torchrec", {}) else None,
+        "slices_torchrec": {k: {v: round(s["auc"], 4) for v, s in d.items()}
+                            for k, d in metrics.get("torchrec", {}).get("slices", {}).items()},
+        "gap_to_bayes_auc": round(bayes["auc"] - metrics["torchrec"]["auc"], 5) if "torchrec" in metrics else None,
+        "gap_to_xgboost_auc": (round(metrics["xgboost"]["auc"] - metrics["torchrec"]["auc"], 5)
+                               if {"torchrec", "xgboost"} <= set(metrics) else None),
+        "requests": n_req, "impressions": log.height, "test_rows": prep.split.test.height,
+        "world_size": args.world_size, "train_seconds": seconds, "report": {k: str(Path(v)) for k, v in report.items()},
+    }
+    emit("quality", figures, args.quick)
+
+
+if __name__ == "__main__":
+    main()
