@@ -35,7 +35,10 @@ def list_(ctx: click.Context) -> None:
         fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
         table.add_row(rec.version, rec.kind, ",".join(by_version.get(rec.version, [])), fmt(m.get("auc")),
                       fmt(m.get("logloss")), fmt(m.get("calibration")), rec.meta.get("created_at", "")[:19])
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
 
 
 @cli.command()
