@@ -177,3 +177,29 @@ def test_tls_admin_calls_need_the_right_ca_and_still_a_key(populated, tmp_path):
                 privacy_pb2.EraseUserRequest(user_id="u"), metadata=admin, timeout=5))
             assert err.code() == grpc.StatusCode.UNAVAILABLE, "a client must refuse a server its CA did not sign"
     keys.close()
+
+
+def test_every_method_of_the_full_server_refuses_every_other_scope(kafka_settings):
+    """On the server `sightline serve` builds (all admin packages), each method answers
+    PERMISSION_DENIED to a key holding every scope except the one it requires, and
+    UNAUTHENTICATED without a key — checked before the request is even parsed."""
+    from features import apply_repo
+    from serving import app_services
+
+    s = kafka_settings.model_copy(update={"serving": kafka_settings.serving.model_copy(update={"port": 0})})
+    apply_repo(s)
+    services = app_services(s)
+    keys = ApiKeyStore.from_settings(s)
+    checked = 0
+    with build_server(s, services, keys) as server, grpc.insecure_channel(server.address) as channel:
+        all_but = {scope: keys.create_key(f"all-but-{scope}", [x for x in SCOPES if x != scope]) for scope in SCOPES}
+        for svc in services:
+            for method, scope in svc.full_scopes().items():
+                call = channel.unary_unary(method)  # raw bytes: an empty message of any type
+                err = _err(lambda: call(b"", metadata=[("x-api-key", all_but[scope])], timeout=10))
+                assert err.code() == grpc.StatusCode.PERMISSION_DENIED, (method, err.code(), err.details())
+                assert scope in err.details()
+                assert _err(lambda: call(b"", timeout=10)).code() == grpc.StatusCode.UNAUTHENTICATED, method
+                checked += 1
+    keys.close()
+    assert checked >= 3, f"only {checked} methods found: {[svc.name for svc in services]}"
