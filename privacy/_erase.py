@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Sequence
 from privacy._parts import remove_rows
 from privacy._pseudonym import pseudonym_candidates
 from privacy._tombstones import Tombstones
-from privacy.errors import InvalidUserId
+from privacy.errors import InvalidUserId, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +174,25 @@ def erase_user(settings, user_id: str, *, pseudonymous: bool = False, requested_
     ids = erasure_ids(settings, user_id, pseudonymous=pseudonymous)
     erased_at = Tombstones(settings).add(ids[:-1] if not pseudonymous and len(ids) > 1 else ids)
     stores: list[StoreDeletion] = []
-    online = erase_online(settings, list(ids))
-    stores.append(StoreDeletion(online.store, online.location, online.rows,
-                                f"{online.entities} entity rows in {', '.join(online.views)}"))
-    stores += _offline(settings, ids)
-    stores += _streaming_state(settings, ids)
+    failed: list[str] = []
+
+    def online() -> list[StoreDeletion]:
+        r = erase_online(settings, list(ids))
+        return [StoreDeletion(r.store, r.location, r.rows, f"{r.entities} entity rows in {', '.join(r.views)}")]
+
+    steps: list[tuple[str, Callable[[], list[StoreDeletion]]]] = [
+        ("feast_online", online), ("offline files", lambda: _offline(settings, ids)),
+        ("streaming_state", lambda: _streaming_state(settings, ids)),
+    ]
     for name, eraser in (erasers or {}).items():
-        stores.append(StoreDeletion(name, "in-process", int(eraser(list(ids)))))
+        steps.append((name, lambda n=name, e=eraser: [StoreDeletion(n, "in-process", int(e(list(ids))))]))
+    for name, step in steps:  # every store is attempted even if one fails; a retry is safe (idempotent)
+        try:
+            stores += step()
+        except Exception as exc:  # noqa: BLE001 - reported in the receipt and raised below
+            log.exception("erasure step %s failed", name)
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+            stores.append(StoreDeletion(name, "", 0, f"FAILED: {type(exc).__name__}: {exc}"))
     notes = (
         f"kafka: messages are not rewritten; they expire after kafka.retention_hours="
         f"{settings.kafka.retention_hours} and the tombstone drops them on replay",
@@ -188,11 +200,15 @@ def erase_user(settings, user_id: str, *, pseudonymous: bool = False, requested_
     receipt = Receipt(
         receipt_id=uuid.uuid4().hex, user_pseudonym=ids[0], erased_at_ms=erased_at,
         duration_s=round(time.perf_counter() - start, 4), stores=tuple(stores), tombstoned=True,
-        requested_by=requested_by, notes=notes,
+        requested_by=requested_by, notes=notes + tuple(f"failed: {f}" for f in failed),
     )
     path = receipts_path(settings.data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(receipt.to_json() + "\n")
+    if failed:
+        raise StoreUnavailable(f"erasure of {receipt.user_pseudonym} is incomplete ({'; '.join(failed)}); the "
+                               f"tombstone is recorded and the other stores are clean — fix the store and run the "
+                               f"erasure again (receipt {receipt.receipt_id})")
     log.info("erased user %s: %d rows in %.2f s", receipt.user_pseudonym, receipt.total_deleted, receipt.duration_s)
     return receipt

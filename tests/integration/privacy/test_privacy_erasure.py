@@ -129,3 +129,19 @@ def test_erase_cli_prints_a_receipt(populated):
     assert receipt["user_pseudonym"] == populated.victim and receipt["total_deleted"] > 0
     bad = CliRunner().invoke(main, ["--data-dir", str(populated.settings.data_dir), "privacy", "erase", "--user", " "])
     assert bad.exit_code != 0 and "empty" in bad.output
+
+
+def test_a_failing_store_is_reported_and_the_others_are_still_erased(populated):
+    from privacy import StoreUnavailable
+
+    def broken(ids):
+        raise ConnectionError("cache cluster down")
+
+    with pytest.raises(StoreUnavailable, match="cache cluster down") as info:
+        erase_user(populated.settings, populated.victim_app_id, erasers={"remote_cache": broken})
+    assert "run the erasure again" in str(info.value)
+    assert Tombstones(populated.settings).contains(populated.victim)
+    last = json.loads(receipts_path(populated.settings.data_dir).read_text().splitlines()[-1])
+    assert last["total_deleted"] > 0 and any("FAILED" in s["detail"] for s in last["stores"])
+    again = erase_user(populated.settings, populated.victim_app_id)
+    assert again.total_deleted == 0, "the first attempt already cleaned every healthy store"
