@@ -57,14 +57,14 @@ def _baseline_model(cfg):
             self.dense_arch = _mlp([cfg.num_dense, *cfg.dense_arch, d], final_relu=True)
             f = len(cfg.sparse) + 1
             self.register_buffer("_tri", torch.triu_indices(f, f, offset=1), persistent=False)
-            self.over_arch = _mlp([d + f * (f - 1) // 2, *cfg.over_arch, 2], final_relu=False)
+            self.over_arch = _mlp([cfg.num_dense + d + f * (f - 1) // 2, *cfg.over_arch, 2], final_relu=False)
 
         def forward(self, dense, bags):
             x = self.dense_arch(dense)
             pooled = torch.stack([bag(v, o) for bag, (v, o) in zip(self.bags, bags)], dim=1)
             allv = torch.cat([x.unsqueeze(1), pooled], dim=1)
             inter = torch.bmm(allv, allv.transpose(1, 2))[:, self._tri[0], self._tri[1]]
-            return self.over_arch(torch.cat([x, inter], dim=1))
+            return self.over_arch(torch.cat([dense, x, inter], dim=1))
 
     return Plain()
 

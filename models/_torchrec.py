@@ -51,7 +51,7 @@ class RankerConfig:
     calibration goes to ~1.3 on the default world), the usual one-epoch effect of CTR models."""
     batch_size: int = 1024
     """Global batch: split evenly over the ranks."""
-    embedding_lr: float = 0.05
+    embedding_lr: float = 0.02
     dense_lr: float = 2e-3
     cvr_weight: float = 1.0
     seed: int = 0
@@ -104,7 +104,8 @@ def build_ranker(cfg: RankerConfig, device=None):
             f = len(cfg.sparse) + 1
             self.register_buffer("_tri", torch.triu_indices(f, f, offset=1), persistent=False)
             n_inter = f * (f - 1) // 2
-            self.over_arch = _mlp([d + n_inter, *cfg.over_arch, 2], final_relu=False)
+            # the raw dense features also skip straight to the over-arch (no 16-d bottleneck)
+            self.over_arch = _mlp([cfg.num_dense + d + n_inter, *cfg.over_arch, 2], final_relu=False)
 
         def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
             x = self.dense_arch(dense)
@@ -114,7 +115,7 @@ def build_ranker(cfg: RankerConfig, device=None):
             pooled = torch.stack([by_name[n] for n in cfg.sparse], dim=1)
             allv = torch.cat([x.unsqueeze(1), pooled], dim=1)
             inter = torch.bmm(allv, allv.transpose(1, 2))[:, self._tri[0], self._tri[1]]
-            return self.over_arch(torch.cat([x, inter], dim=1))
+            return self.over_arch(torch.cat([dense, x, inter], dim=1))
 
     return Ranker()
 
