@@ -104,3 +104,46 @@ def _erase_redis(settings, uids, views) -> OnlineResult:
     except redis.RedisError as exc:
         raise StoreUnavailable(f"cannot reach the Redis online store at {url}: {exc}; start it and retry") from exc
     return OnlineResult("feast_online_redis", url, deleted, deleted, tuple(v.name for v in views))
+
+
+def purge_online_sqlite(settings, cutoff_ms: int, *, dry_run: bool = False) -> OnlineResult | None:
+    """Delete user-keyed online rows whose event time is before ``cutoff_ms`` (SQLite store only).
+
+    A user who stops using the app keeps a row forever otherwise: the view TTL only hides
+    it from serving. Feast's SQLite store keeps ``event_ts`` as epoch seconds (its last
+    registered datetime adapter) — ISO text is handled too. The Redis store expires keys
+    itself when ``key_ttl_seconds`` is set in feature_store.yaml; None is returned for it.
+    """
+    if settings.feast.online_store != "sqlite":
+        return None
+    from datetime import datetime, timezone
+
+    path = (settings.feast_dir / "online.db").resolve()
+    views = _user_views()
+    if not path.exists():
+        return OnlineResult("feast_online_sqlite", str(path), 0, 0, tuple(v.name for v in views))
+    cutoff_s = cutoff_ms // 1000
+    cutoff_iso = datetime.fromtimestamp(cutoff_s, tz=timezone.utc).replace(tzinfo=None).isoformat()
+    where = ("(typeof(event_ts) IN ('integer', 'real') AND event_ts < ?) "
+             "OR (typeof(event_ts) = 'text' AND event_ts < ?)")
+    rows = 0
+    entities = 0
+    try:
+        db = sqlite3.connect(str(path), timeout=30)
+        db.execute("PRAGMA secure_delete = ON")
+        with db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for view in views:
+                table = f"{settings.feast.project}_{view.name}"
+                if table not in tables:
+                    continue
+                entities += db.execute(f'SELECT count(DISTINCT entity_key) FROM "{table}" WHERE {where}',
+                                       (cutoff_s, cutoff_iso)).fetchone()[0]
+                if dry_run:
+                    rows += db.execute(f'SELECT count(*) FROM "{table}" WHERE {where}', (cutoff_s, cutoff_iso)).fetchone()[0]
+                else:
+                    rows += db.execute(f'DELETE FROM "{table}" WHERE {where}', (cutoff_s, cutoff_iso)).rowcount
+        db.close()
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"purging the Feast online store {path} failed: {exc}; retry the purge") from exc
+    return OnlineResult("feast_online_sqlite", str(path), rows, entities, tuple(v.name for v in views))

@@ -2,7 +2,9 @@
 
 Covers the offline feature parts of every view (user-keyed or not: aggregates were
 computed from users' events too) and the feedback and exposure logs, row by row on
-their event time, with the same atomic part-file rewrite erasure uses. Tombstones are
+their event time, with the same atomic part-file rewrite erasure uses; and the
+user-keyed rows of the SQLite online store not updated within the retention (a user
+who stopped using the app; the view TTL only hides such rows from serving). Tombstones are
 kept as long as a late event can still arrive (the longer of Kafka retention and the
 offline retention, plus a day), then forgotten. Kafka enforces its own retention
 (``kafka.retention_hours``, set on the topics by ``sightline stack``); docs/privacy.md
@@ -69,6 +71,11 @@ def purge_expired(settings, *, now_ms: int | None = None, dry_run: bool = False,
         stores.append((name, str(directory), res.rows_removed, res.files_rewritten, res.files_deleted))
         if progress is not None:
             progress(1)
+    from privacy._online import purge_online_sqlite
+
+    online = purge_online_sqlite(settings, cutoff_ms, dry_run=dry_run)
+    if online is not None:
+        stores.append(("feast_online_sqlite:user views", online.location, online.rows, 0, 0))
     horizon_ms = max(settings.kafka.retention_hours * 3_600_000, days * _DAY_MS) + _DAY_MS
     pruned = 0 if dry_run else Tombstones(settings).prune(now_ms - horizon_ms)
     return PurgeReport(datetime.fromtimestamp(cutoff_ms / 1000, tz=timezone.utc).isoformat(), days, tuple(stores),
