@@ -76,7 +76,11 @@ def fit_model(kind: str, prep: Prepared, *, world_size: int = 1, work_dir: Path 
         ranker, info = train_torchrec(prep.train, prep.y_train, prep.test, prep.y_test, cfg, work,
                                       world_size=world_size, max_steps=max_steps, progress=progress)
         info["world_size"] = world_size
-        trained = Trained(kind, TorchRecPredictor(ranker, cfg), cfg.to_dict(), info)
+        predictor = TorchRecPredictor(ranker, cfg)
+        if prep.valid.size:
+            predictor.calibrate(prep.valid, prep.y_valid)
+        info["platt"] = predictor.platt
+        trained = Trained(kind, predictor, cfg.to_dict(), info)
     elif kind == "xgboost":
         trained = Trained(kind, XGBoostPredictor.fit(prep.train, prep.y_train, (prep.valid, prep.y_valid),
                                                               **(options or {})),
@@ -145,7 +149,8 @@ def train_and_register(kind: str, impressions, registry, *, store=None, world_si
         preds["bayes (true p)"] = prep.split.test["p_click"].to_numpy()
         table["bayes (true p)"] = bayes
     write_report(work / "report", prep.y_test[:, 0], preds, table)
-    info = {k: v for k, v in trained.info.items() if k in ("timings", "world_size", "sharding_plan", "train_seconds")}
+    info = {k: v for k, v in trained.info.items()
+            if k in ("timings", "world_size", "sharding_plan", "train_seconds", "platt")}
     rec = registry.register(
         kind, trained.predictor, prep.pipeline, config=trained.config, data_window=prep.split.window,
         metrics=metrics, extra={"training": info, "feature_source": "feast" if store is not None else "polars",

@@ -44,7 +44,7 @@ def test_two_ranks_reach_the_auc_of_one(prepared, trained):
 def test_checkpoint_to_inference_model_gives_identical_scores(prepared, trained):
     t, work = trained[2]
     sharded = np.load(work / "sharded_eval_scores.npy")          # scored by the DMP model inside the ranks
-    unsharded = t.predictor.predict(prepared.test)                 # the single-process model from the checkpoint
+    unsharded = t.predictor.predict_raw(prepared.test)             # the single-process model from the checkpoint
     np.testing.assert_allclose(unsharded, sharded, rtol=0, atol=1e-5)
 
 
