@@ -114,6 +114,65 @@ class _Server:
 
 
 # ----------------------------------------------------------------------------- load runs
+def _read_requests(path: Path) -> list[bytes]:
+    data = Path(path).read_bytes()
+    out, offset = [], 0
+    while offset < len(data):
+        (n,) = struct.unpack_from(">I", data, offset)
+        out.append(data[offset + 4: offset + 4 + n])
+        offset += 4 + n
+    return out
+
+
+def _openloop_client(args) -> int:
+    """Child process: send at a fixed schedule with grpc futures (no gevent), record latencies."""
+    import grpc
+
+    from proto import serving_pb2, serving_pb2_grpc
+
+    requests = [serving_pb2.RecommendRequest.FromString(b) for b in _read_requests(Path(args.requests))]
+    channel = grpc.insecure_channel(f"127.0.0.1:{args.port}")
+    stub = serving_pb2_grpc.RecommendationServiceStub(channel)
+    metadata = [("x-api-key", args.key)]
+    samples: list = []
+    futures = []
+    rate, n = args.openloop, int(args.openloop * args.seconds)
+    t_start = time.perf_counter()
+    wall_start = time.time()
+    for i in range(n):
+        target = t_start + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        t0 = time.perf_counter()
+        future = stub.Recommend.future(requests[i % len(requests)], metadata=metadata, timeout=2.0)
+
+        def done(f, t0=t0):
+            samples.append((wall_start + (t0 - t_start), (time.perf_counter() - t0) * 1000.0, f.exception() is None))
+
+        future.add_done_callback(done)
+        futures.append(future)
+    for f in futures:
+        try:
+            f.result()
+        except Exception:  # noqa: BLE001 - counted as not ok
+            pass
+    time.sleep(0.1)
+    Path(args.out).write_text(json.dumps({"samples": samples}))
+    channel.close()
+    return 0
+
+
+def _openloop(port: int, rate: float, seconds: float, requests_file: Path, key: str) -> list[tuple[float, float, bool]]:
+    out = Path(tempfile.mktemp(suffix=".json"))
+    subprocess.run([sys.executable, "-m", "bench.serve", "--openloop", str(rate), "--port", str(port),
+                    "--seconds", str(seconds), "--requests", str(requests_file), "--key", key, "--out", str(out)],
+                   cwd=ROOT, check=True, timeout=seconds + 120)
+    samples = [tuple(x) for x in json.loads(out.read_text())["samples"]]
+    out.unlink()
+    return samples
+
+
 def _locust(port: int, rate: float, seconds: float, requests_file: Path, key: str) -> list[tuple[float, float, bool]]:
     per_user = 5.0
     users = max(1, round(rate / per_user))
@@ -147,9 +206,10 @@ def _window(samples, t0: float, t1: float) -> dict:
 
 
 def _measure(port: int, requests_file: Path, key: str, *, repeats: int, window_s: float,
-             steps: list[int], step_s: float) -> dict:
+             steps: list[int], step_s: float, client=None) -> dict:
+    client = client or _locust
     warm = 3.0
-    samples = _locust(port, 100, warm + repeats * window_s + 3, requests_file, key)
+    samples = client(port, 100, warm + repeats * window_s + 3, requests_file, key)
     start = min(s[0] for s in samples) + warm
     wins = [_window(samples, start + i * window_s, start + (i + 1) * window_s) for i in range(repeats)]
     result = {"p50_ms": median([w["p50_ms"] for w in wins]), "p99_ms": median([w["p99_ms"] for w in wins]),
@@ -157,7 +217,7 @@ def _measure(port: int, requests_file: Path, key: str, *, repeats: int, window_s
               "windows": wins, "steps": []}
     best = 0.0
     for rate in steps:
-        samples = _locust(port, rate, step_s + 5, requests_file, key)
+        samples = client(port, rate, step_s + 5, requests_file, key)
         t0 = min(s[0] for s in samples) + 2
         w = _window(samples, t0, t0 + step_s)
         w["offered_rps"] = rate
@@ -227,12 +287,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stats-file", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--feast", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--openloop", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--requests", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return _serve(args)
+    if args.openloop:
+        return _openloop_client(args)
 
     quick = args.quick
     started = time.time()
+    load_at_start = round(os.getloadavg()[0], 2)
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     data_dir = tmp / "data"
     progress("building the simulated world and loading the campaign store ...")
@@ -270,10 +339,15 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"{mode}: {repeats} × {window_s:.0f} s at 100 requests/s, then steps {steps} ...")
                 results[mode] = _measure(server.port, requests_file, key, repeats=repeats, window_s=window_s,
                                          steps=steps, step_s=step_s)
+                progress(f"{mode}: cross-check with a plain grpc open-loop client (futures, no gevent) ...")
+                results[f"{mode}_openloop"] = _measure(server.port, requests_file, key, repeats=repeats,
+                                                       window_s=window_s, steps=steps, step_s=step_s,
+                                                       client=_openloop)
             finally:
                 stats[mode] = server.stop()
-            progress(f"{mode}: p50 {results[mode]['p50_ms']:.2f} ms, p99 {results[mode]['p99_ms']:.2f} ms at 100 rps; "
-                     f"max {results[mode]['max_rps_p99_under_50ms']} rps with p99 <= 50 ms")
+            for tag in (mode, f"{mode}_openloop"):
+                progress(f"{tag}: p50 {results[tag]['p50_ms']:.2f} ms, p99 {results[tag]['p99_ms']:.2f} ms at 100 rps; "
+                         f"max {results[tag]['max_rps_p99_under_50ms']} rps with p99 <= 50 ms")
     finally:
         if broker is not None:
             broker.stop()
@@ -287,8 +361,16 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_p50_to_echo": round(rec["p50_ms"] / echo["p50_ms"], 2),
         "ratio_p99_to_echo": round(rec["p99_ms"] / echo["p99_ms"], 2),
         "ratio_max_rps_to_echo": round(rec["max_rps_p99_under_50ms"] / max(echo["max_rps_p99_under_50ms"], 1e-9), 3),
+        "openloop_p50_ms": round(results["recommend_openloop"]["p50_ms"], 3),
+        "openloop_p99_ms": round(results["recommend_openloop"]["p99_ms"], 3),
+        "openloop_max_rps_p99_under_50ms": results["recommend_openloop"]["max_rps_p99_under_50ms"],
+        "openloop_echo_p50_ms": round(results["echo_openloop"]["p50_ms"], 3),
+        "openloop_echo_p99_ms": round(results["echo_openloop"]["p99_ms"], 3),
+        "openloop_echo_max_rps_p99_under_50ms": results["echo_openloop"]["max_rps_p99_under_50ms"],
+        "openloop_ratio_p50_to_echo": round(results["recommend_openloop"]["p50_ms"] / results["echo_openloop"]["p50_ms"], 2),
         "goal_p99_under_20ms_at_100rps": rec["p99_ms"] <= 20.0,
         "goal_300rps_p99_under_50ms": rec["max_rps_p99_under_50ms"] >= 300,
+        "machine_load_1min_at_start": load_at_start,
         "ad_candidates_per_request": round(st.get("ad_candidates", 0) / n, 1),
         "product_candidates_per_request": round(st.get("product_candidates", 0) / n, 1),
         "ads_per_reply": round(st.get("ads_served", 0) / n, 2),
@@ -297,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         "event_log": "kafka" if bootstrap else "in-memory counter",
         "feature_store": "feast (sqlite online)" if not quick else "none (context-only)",
         "world": counts, "requests_in_mix": len(blobs),
-        "recommend": rec, "echo": echo, "seconds": round(time.time() - started, 1),
+        "client": "locust (headline, gevent gRPC user) + plain grpc futures open-loop (openloop_*)",
+        "recommend": rec, "echo": echo, "recommend_openloop": results["recommend_openloop"],
+        "echo_openloop": results["echo_openloop"], "seconds": round(time.time() - started, 1),
     }
     emit("serve", figures, quick)
     return 0
