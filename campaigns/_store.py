@@ -8,6 +8,8 @@ before and after, and (4) bumps the ``store_versions`` counter that snapshot rea
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).parent / "_migrations"
 
+# Alembic's ``context``/``op`` are process-global proxies, so two threads must not run
+# migrations at once (they would tear down each other's environment). Across processes
+# the database itself arbitrates and ``_migrate`` retries.
+_MIGRATE_LOCK = threading.Lock()
+
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
@@ -40,9 +47,20 @@ def _migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    for attempt in range(3):
+        try:
+            with _MIGRATE_LOCK, engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+            return
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
+            # Two processes opening a fresh database at once (serving + simulator): the
+            # loser's CREATE TABLE fails; its retry finds the schema at head and does nothing.
+            if attempt == 2 or "exist" not in str(exc).lower() and "locked" not in str(exc).lower() \
+                    and "duplicate" not in str(exc).lower() and "unique" not in str(exc).lower():
+                raise
+            log.info("campaign store migration raced with another process; retrying (%s)", exc.orig)
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -222,3 +222,17 @@ def test_end_expired(store, acme, campaign_doc):
     assert store.get_campaign("old").status == "ended" and store.get_campaign("live").status == "active"
     assert store.end_expired(now=now + timedelta(seconds=2)) == []
     assert store.audit_log(entity_id="old")[0].action == "status:ended"
+
+
+def test_concurrent_first_open_migrates_once(store_url):
+    """Serving and the simulator may open a fresh database at the same moment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def open_close(_):
+        CampaignStore.open(store_url).close()
+        return True
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(open_close, range(4)))
+    with CampaignStore.open(store_url) as s:
+        assert s.versions() == (0, 0)
