@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from campaigns._model import Advertiser, Campaign, Creative, Product, utc
 from campaigns.errors import ValidationError
-from campaigns.taxonomy import SENSITIVE_TOPS, Taxonomy
+from campaigns.taxonomy import SENSITIVE_TERMS, SENSITIVE_TOPS, Taxonomy
 from campaigns.vocab import CURRENCIES, DEVICES, LOCATION_CATEGORIES, REGIONS, SENSITIVE_LOCATIONS
 
 Problems = list[tuple[str, str]]
@@ -220,13 +220,38 @@ def product_problems(prod: Product, rules: Rules) -> Problems:
     return p
 
 
-def _sensitive_words(taxonomy: Taxonomy) -> dict[str, str]:
+def _sensitive_words(taxonomy: Taxonomy) -> "_SensitiveWords":
     words = {top: top for top in SENSITIVE_TOPS}
     for cat in taxonomy.leaves(include_sensitive=True):
         if cat.sensitive:
             words[cat.leaf] = cat.id
             words[cat.label] = cat.id
-    return words
+    words.update(SENSITIVE_TERMS)
+    return _SensitiveWords(words)
+
+
+class _SensitiveWords(dict):
+    """Lookup that also catches plurals and sensitive words inside a phrase ("find a church")."""
+
+    def _hit(self, keyword: str) -> str | None:
+        text = keyword.lower().strip()
+        tokens = text.replace("_", " ").split()
+        candidates = [text, text.replace("_", " "), *tokens,
+                      *(" ".join(tokens[i:i + 2]) for i in range(len(tokens) - 1))]
+        for cand in candidates:
+            for form in (cand, cand[:-1] if cand.endswith("s") else None, cand[:-2] if cand.endswith("es") else None):
+                if form and dict.__contains__(self, form):
+                    return dict.__getitem__(self, form)
+        return None
+
+    def __contains__(self, keyword: object) -> bool:
+        return isinstance(keyword, str) and self._hit(keyword) is not None
+
+    def __getitem__(self, keyword: str) -> str:
+        hit = self._hit(keyword)
+        if hit is None:
+            raise KeyError(keyword)
+        return hit
 
 
 def check(problems: Problems, entity: str) -> None:

@@ -12,6 +12,33 @@ from dataclasses import dataclass
 
 SENSITIVE_TOPS: frozenset[str] = frozenset({"health", "religion", "politics", "sexuality", "minors"})
 
+# Everyday words and phrases (singular, lower case) that name a sensitive leaf. Campaign
+# validation refuses them as targeting keywords; streaming recognises them in detected
+# objects and spoken intents and drops them, so neither path can target what the other
+# would never store.
+SENSITIVE_TERMS: dict[str, str] = {
+    "drugstore": "health/pharmacy", "chemist": "health/pharmacy", "medicine": "health/pharmacy",
+    "medication": "health/pharmacy", "pill": "health/pharmacy", "prescription": "health/pharmacy",
+    "painkiller": "health/pharmacy", "wheelchair": "health/medical_devices", "inhaler": "health/medical_devices",
+    "hearing aid": "health/medical_devices", "blood pressure": "health/medical_devices",
+    "glucose": "health/medical_devices", "crutch": "health/medical_devices",
+    "therapy": "health/mental_health", "therapist": "health/mental_health", "depression": "health/mental_health",
+    "anxiety": "health/mental_health", "psychiatrist": "health/mental_health",
+    "vitamin": "health/supplements", "pregnancy": "health/fertility", "pregnant": "health/fertility",
+    "ovulation": "health/fertility", "ivf": "health/fertility", "hospital": "health/diagnostics",
+    "clinic": "health/diagnostics", "doctor": "health/diagnostics", "test kit": "health/diagnostics",
+    "church": "religion/places_of_worship", "mosque": "religion/places_of_worship",
+    "synagogue": "religion/places_of_worship", "temple": "religion/places_of_worship",
+    "chapel": "religion/places_of_worship", "cathedral": "religion/places_of_worship",
+    "bible": "religion/religious_books", "quran": "religion/religious_books", "koran": "religion/religious_books",
+    "torah": "religion/religious_books", "rosary": "religion/religious_items", "prayer": "religion/religious_items",
+    "election": "politics/political_parties", "ballot": "politics/political_parties", "vote": "politics/political_parties",
+    "protest": "politics/advocacy", "petition": "politics/advocacy", "rally": "politics/advocacy",
+    "dating": "sexuality/dating", "condom": "sexuality/adult_products", "sex toy": "sexuality/adult_products",
+    "lgbtq": "sexuality/lgbtq_services", "gay": "sexuality/lgbtq_services", "lesbian": "sexuality/lgbtq_services",
+    "queer": "sexuality/lgbtq_services", "kids app": "minors/kids_apps",
+}
+
 _TREE: dict[str, tuple[str, ...]] = {
     "grocery": ("organic", "spices", "plant_based", "fresh_produce", "dairy", "bakery", "meat", "seafood", "snacks", "beverages", "coffee", "tea", "frozen_food", "breakfast_cereal", "pasta_rice"),
     "beauty": ("perfume_samples", "hair_tools", "skincare", "makeup", "haircare", "fragrance", "nail_care", "mens_grooming", "sunscreen", "bath_body"),

@@ -14,32 +14,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from campaigns.taxonomy import SENSITIVE_TERMS
+
 _WORD = re.compile(r"[a-z0-9]+")
 _CACHE_MAX = 200_000
 
 # word or phrase (singular, spaces) -> leaf id. Leaf names themselves need no entry.
 SYNONYMS: dict[str, str] = {
-    # sensitive: recognised so that they are dropped
-    "drugstore": "health/pharmacy", "chemist": "health/pharmacy", "medicine": "health/pharmacy",
-    "medication": "health/pharmacy", "pill": "health/pharmacy", "prescription": "health/pharmacy",
-    "painkiller": "health/pharmacy", "wheelchair": "health/medical_devices", "inhaler": "health/medical_devices",
-    "hearing aid": "health/medical_devices", "blood pressure": "health/medical_devices",
-    "glucose": "health/medical_devices", "crutch": "health/medical_devices",
-    "therapy": "health/mental_health", "therapist": "health/mental_health", "depression": "health/mental_health",
-    "anxiety": "health/mental_health", "psychiatrist": "health/mental_health",
-    "vitamin": "health/supplements", "pregnancy": "health/fertility", "pregnant": "health/fertility",
-    "ovulation": "health/fertility", "ivf": "health/fertility", "hospital": "health/diagnostics",
-    "clinic": "health/diagnostics", "doctor": "health/diagnostics", "test kit": "health/diagnostics",
-    "church": "religion/places_of_worship", "mosque": "religion/places_of_worship",
-    "synagogue": "religion/places_of_worship", "temple": "religion/places_of_worship",
-    "chapel": "religion/places_of_worship", "cathedral": "religion/places_of_worship",
-    "bible": "religion/religious_books", "quran": "religion/religious_books", "koran": "religion/religious_books",
-    "torah": "religion/religious_books", "rosary": "religion/religious_items", "prayer": "religion/religious_items",
-    "election": "politics/political_parties", "ballot": "politics/political_parties", "vote": "politics/political_parties",
-    "protest": "politics/advocacy", "petition": "politics/advocacy", "rally": "politics/advocacy",
-    "dating": "sexuality/dating", "condom": "sexuality/adult_products", "sex toy": "sexuality/adult_products",
-    "lgbtq": "sexuality/lgbtq_services", "gay": "sexuality/lgbtq_services", "lesbian": "sexuality/lgbtq_services",
-    "queer": "sexuality/lgbtq_services", "kids app": "minors/kids_apps",
+    # sensitive everyday words (shared with campaign validation): recognised so that they are dropped
+    **SENSITIVE_TERMS,
     # everyday words for common leaves
     "sneaker": "fashion/sneakers", "trainer": "sports/running_shoes", "running shoe": "sports/running_shoes",
     "phone": "electronics/smartphones", "iphone": "electronics/smartphones", "laptop": "electronics/laptops",
