@@ -5,7 +5,8 @@ features computed point-in-time with polars (no Feast data exists for a fresh si
 log; the Feast path is tested in tests/integration/models), time split 70/10/20. Every
 model is trained on the same encoded features: TorchRec (sharded over ``--world-size``
 gloo ranks), XGBoost (hist), logistic regression, popularity. Test-split AUC, log-loss,
-NE and calibration (predicted/observed CTR) for each; the true probabilities give the
+NE and calibration (predicted/observed CTR) for each (TorchRec: mean over ``--seeds`` runs, the per-seed
+figures are in ``torchrec_seeds``); the true probabilities give the
 Bayes-optimal AUC/log-loss on the same rows. Report (metrics.json, calibration.png,
 roc.png) in ``bench/results/quality/``.
 
@@ -18,6 +19,8 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bench._common import RESULTS, emit, progress
 
 
@@ -28,6 +31,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=None, help="simulated requests (default 200k; quick 40k)")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--models", default=None, help="comma list (default: all; quick: torchrec,xgboost)")
+    ap.add_argument("--seeds", type=int, default=None,
+                    help="TorchRec runs with seeds 0..N-1; headline = mean (default 2; quick 1)")
     args = ap.parse_args()
 
     from models import bayes_ceiling, evaluate_predictor, fit_model, point_in_time_features, prepare, write_report
@@ -44,19 +49,28 @@ def main() -> None:
     progress(f"train {prep.split.train.height} / valid {prep.split.valid.height} / test {prep.split.test.height} rows "
              f"({time.perf_counter() - t0:.0f}s)")
     bayes = bayes_ceiling(prep)
-    metrics, preds, seconds = {}, {}, {}
+    metrics, preds, seconds, per_seed = {}, {}, {}, []
+    n_seeds = args.seeds or (1 if args.quick else 2)
     for kind in kinds:
-        progress(f"training {kind} ...")
-        cfg = RankerConfig()
-        if args.epochs:
-            cfg.epochs = args.epochs
-        t = time.perf_counter()
-        trained = fit_model(kind, prep, world_size=args.world_size, ranker_config=cfg, progress=True)
-        seconds[kind] = round(time.perf_counter() - t, 1)
-        m, p = evaluate_predictor(trained.predictor, prep)
-        metrics[kind], preds[kind] = m, p[:, 0]
-        progress(f"{kind}: AUC {m['auc']:.4f}  log-loss {m['logloss']:.4f}  NE {m['ne']:.4f}  "
-                 f"calibration {m['calibration']:.3f}  ({seconds[kind]}s)")
+        for seed in range(n_seeds if kind == "torchrec" else 1):
+            progress(f"training {kind}" + (f" (seed {seed})" if kind == "torchrec" else "") + " ...")
+            cfg = RankerConfig(seed=seed)
+            if args.epochs:
+                cfg.epochs = args.epochs
+            t = time.perf_counter()
+            trained = fit_model(kind, prep, world_size=args.world_size, ranker_config=cfg, progress=True)
+            seconds[kind] = round(time.perf_counter() - t, 1)
+            m, p = evaluate_predictor(trained.predictor, prep)
+            progress(f"{kind}: AUC {m['auc']:.4f}  log-loss {m['logloss']:.4f}  NE {m['ne']:.4f}  "
+                     f"calibration {m['calibration']:.3f}  ({seconds[kind]}s)")
+            if kind == "torchrec":
+                per_seed.append({"seed": seed, "auc": round(m["auc"], 5), "logloss": round(m["logloss"], 5),
+                                 "calibration": round(m["calibration"], 4)})
+            if seed == 0:
+                metrics[kind], preds[kind] = m, p[:, 0]
+    if per_seed:   # headline = mean over seeds (the report plots show seed 0)
+        for k in ("auc", "logloss", "calibration"):
+            metrics["torchrec"][k] = float(np.mean([r[k] for r in per_seed]))
     preds["bayes (true p)"] = prep.split.test["p_click"].to_numpy()
     metrics["bayes (true p)"] = bayes
     report = write_report(RESULTS / "quality", prep.y_test[:, 0], preds, metrics)
@@ -79,6 +93,7 @@ def main() -> None:
         "gap_to_bayes_auc": round(bayes["auc"] - metrics["torchrec"]["auc"], 5) if "torchrec" in metrics else None,
         "gap_to_xgboost_auc": (round(metrics["xgboost"]["auc"] - metrics["torchrec"]["auc"], 5)
                                if {"torchrec", "xgboost"} <= set(metrics) else None),
+        "torchrec_seeds": per_seed,
         "requests": n_req, "impressions": log.height, "test_rows": prep.split.test.height,
         "world_size": args.world_size, "train_seconds": seconds, "report": {k: str(Path(v)) for k, v in report.items()},
     }

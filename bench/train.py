@@ -11,6 +11,8 @@ Data: impressions of the simulator's default world with polars point-in-time fea
   (one ``nn.EmbeddingBag`` per feature, mean pooling, the same MLPs and interaction),
   dense gradients and ``torch.optim.Adagrad`` over all parameters, all cores' threads;
   median over the same number of timed passes.
+* ``torchrec_1rank_samples_per_s``: the same TorchRec model and kernels in one rank, to
+  separate the gloo all-to-all/all-reduce cost on a 2-core host from the model's.
 * ``infer_250_p50_ms``: ``Scorer.score(rows)`` for 250 candidate dicts of one request
   (feature encoding + unsharded model), median over requests; ``infer_250_model_p50_ms``
   is the model forward alone.
@@ -169,6 +171,10 @@ def main() -> None:
     progress(f"{enc.size} impressions; {steps} steps x {passes} timed passes at batch {cfg.batch_size}")
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         tr = _torchrec_rates(cfg, enc, labels, args.world_size, steps, passes, Path(tmp))
+    tr1 = tr
+    if args.world_size != 1:   # the same model unsharded over ranks: what the gloo collectives cost
+        with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+            tr1 = _torchrec_rates(RankerConfig(batch_size=1024), enc, labels, 1, steps, passes, Path(tmp))
     torch.set_num_threads(max(1, torch.get_num_threads()))
     base = _baseline_rate(RankerConfig(batch_size=1024), enc, labels, steps, passes)
     progress("inference latency for 250 candidates ...")
@@ -178,6 +184,7 @@ def main() -> None:
         "torchrec_samples_per_s": round(t), "baseline_samples_per_s": round(b), "speedup": round(t / b, 2),
         "infer_250_p50_ms": round(median(full), 3), "infer_250_p99_ms": round(float(np.percentile(full, 99)), 3),
         "infer_250_model_p50_ms": round(median(model_only), 3),
+        "torchrec_1rank_samples_per_s": round(median(tr1)), "speedup_1rank": round(median(tr1) / b, 2),
         "world_size": args.world_size, "batch_size": cfg.batch_size, "steps_per_pass": steps, "timed_passes": passes,
         "torchrec_passes": [round(x) for x in tr], "baseline_passes": [round(x) for x in base],
     }, args.quick)

@@ -279,6 +279,10 @@ class FeaturePipeline:
     prior_cvr: float = 0.05
     dense_mean: list[float] = field(default_factory=lambda: [0.0] * len(DENSE_FEATURES))
     dense_std: list[float] = field(default_factory=lambda: [1.0] * len(DENSE_FEATURES))
+    dense_min: list[float] | None = None
+    dense_max: list[float] | None = None
+    """Training range of each dense feature: inputs are clipped to it, because counts keep
+    growing over a log (7-day windows fill up) and a network extrapolates them linearly."""
     sparse: tuple[str, ...] = tuple(f.name for f in SPARSE_FEATURES)
 
     @property
@@ -288,14 +292,16 @@ class FeaturePipeline:
 
     def to_dict(self) -> dict:
         return {"prior_ctr": self.prior_ctr, "prior_cvr": self.prior_cvr, "dense_mean": self.dense_mean,
-                "dense_std": self.dense_std, "sparse": list(self.sparse), "dense": list(DENSE_FEATURES)}
+                "dense_std": self.dense_std, "dense_min": self.dense_min, "dense_max": self.dense_max,
+                "sparse": list(self.sparse), "dense": list(DENSE_FEATURES)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "FeaturePipeline":
         if list(d.get("dense", DENSE_FEATURES)) != list(DENSE_FEATURES):
             raise InvalidModelInput("model was trained with other dense features than this code has; retrain it")
         return cls(prior_ctr=d["prior_ctr"], prior_cvr=d["prior_cvr"], dense_mean=list(d["dense_mean"]),
-                   dense_std=list(d["dense_std"]), sparse=tuple(d["sparse"]))
+                   dense_std=list(d["dense_std"]), dense_min=d.get("dense_min"), dense_max=d.get("dense_max"),
+                   sparse=tuple(d["sparse"]))
 
     @classmethod
     def fit(cls, frame) -> "FeaturePipeline":
@@ -307,6 +313,8 @@ class FeaturePipeline:
         raw = pipe._raw_dense_frame(frame)
         pipe.dense_mean = [float(x) for x in raw.mean(axis=0)]
         pipe.dense_std = [float(max(x, 1e-6)) for x in raw.std(axis=0)]
+        pipe.dense_min = [float(x) for x in raw.min(axis=0)]
+        pipe.dense_max = [float(x) for x in raw.max(axis=0)]
         return pipe
 
     # -- dense ---------------------------------------------------------------------------------
@@ -319,6 +327,8 @@ class FeaturePipeline:
         return dense_matrix(cols, frame.height, self.prior_ctr, self.prior_cvr)
 
     def _normalise(self, raw: np.ndarray) -> np.ndarray:
+        if self.dense_min is not None and self.dense_max is not None:
+            raw = np.clip(raw, np.asarray(self.dense_min, dtype=np.float32), np.asarray(self.dense_max, dtype=np.float32))
         return ((raw - np.asarray(self.dense_mean, dtype=np.float32)) / np.asarray(self.dense_std, dtype=np.float32)).astype(np.float32)
 
     # -- training path ---------------------------------------------------------------------------

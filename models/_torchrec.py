@@ -55,6 +55,9 @@ class RankerConfig:
     dense_lr: float = 2e-3
     cvr_weight: float = 1.0
     seed: int = 0
+    shuffle: bool = True
+    """Shuffle the batch order. Time order (ending on the newest traffic, as an online
+    trainer would) measured worse on the default world: AUC 0.742 vs 0.748-0.751."""
     pipeline: bool = True
     """Use ``TrainPipelineSparseDist`` (overlaps input distribution with compute)."""
 
@@ -287,7 +290,7 @@ def _train_rank(rank: int, job: TrainJob, device, backend: str) -> None:
 
     def batches(epoch: int):
         rng = np.random.default_rng(cfg.seed + epoch)
-        for step in rng.permutation(n_steps):
+        for step in (rng.permutation(n_steps) if cfg.shuffle else range(n_steps)):
             a = int(step) * cfg.batch_size + rank * per_rank
             yield src.batch(a, a + per_rank)
 
