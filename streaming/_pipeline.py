@@ -40,6 +40,19 @@ _FEEDBACK_SCHEMA = {"event_id": pl.String, "ts": pl.Int64, "user_id": pl.String,
                     "scene": pl.String, "spend": pl.Float64}
 
 
+def _frame(rows: list[tuple], schema: dict) -> pl.DataFrame:
+    """Row tuples → DataFrame via arrow (polars builds one Series per nested list otherwise)."""
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    import pyarrow as pa
+
+    arrow_types = {pl.String: pa.string(), pl.Int64: pa.int64(), pl.Boolean: pa.bool_(), pl.Float64: pa.float64(),
+                   pl.List(pl.String): pa.list_(pa.string())}
+    columns = zip(*rows)
+    return pl.from_arrow(pa.table({name: pa.array(col, type=arrow_types[dtype])
+                                   for (name, dtype), col in zip(schema.items(), columns)}))
+
+
 @dataclass
 class Record:
     """The parts of a Kafka ``ConsumerRecord`` the pipeline reads (tests build these directly)."""
@@ -118,8 +131,8 @@ class Pipeline:
             else:
                 counts["dropped.exposures.no_measurement"] += 1
 
-        ctx = pl.DataFrame(ctx_rows, schema=_CONTEXT_SCHEMA, orient="row")
-        fb = pl.DataFrame(fb_rows, schema=_FEEDBACK_SCHEMA, orient="row")
+        ctx = _frame(ctx_rows, _CONTEXT_SCHEMA)
+        fb = _frame(fb_rows, _FEEDBACK_SCHEMA)
         touched = to_buckets(ctx, fb).select("view", "entity").unique()
         ids_ts = dict(zip(ctx["event_id"].to_list(), ctx["ts"].to_list()))
         ids_ts.update(zip(fb["event_id"].to_list(), fb["ts"].to_list()))

@@ -188,12 +188,25 @@ class IngestWorker:
                 # idle time counts from the latest record or (re)assignment: joining a group
                 # whose dead member has not timed out yet can take a session timeout
                 if (max_idle_s is not None and self._assigned_at is not None
-                        and time.monotonic() - max(last_record, self._assigned_at) > max_idle_s):
+                        and time.monotonic() - max(last_record, self._assigned_at) > max_idle_s
+                        and self._caught_up()):
                     break
             self._flush_and_commit(reason="stop")
         finally:
             self.close()
         return self.totals
+
+    def _caught_up(self) -> bool:
+        """True when every assigned partition has been consumed to its end offset."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return True
+        try:
+            ends = self.consumer.end_offsets(list(assigned))
+            return all(self.consumer.position(tp) >= ends[tp] for tp in assigned)
+        except Exception as exc:  # broker hiccup: treat as not caught up, try again next round
+            log.debug("end offsets unavailable: %s", exc)
+            return False
 
     @property
     def _metrics(self) -> _Metrics:
