@@ -150,7 +150,8 @@ class IngestWorker:
                 worker._flush_and_commit(reason="revoked")
 
             def on_partitions_assigned(self, assigned):
-                worker._assigned_at = time.monotonic()
+                if assigned:
+                    worker._assigned_at = time.monotonic()
                 log.info("worker %s assigned %s", worker.worker_id, sorted((tp.topic, tp.partition) for tp in assigned))
 
         self.consumer.subscribe(topics=sorted(topics), listener=_Listener())
@@ -199,8 +200,8 @@ class IngestWorker:
     def _caught_up(self) -> bool:
         """True when every assigned partition has been consumed to its end offset."""
         assigned = self.consumer.assignment()
-        if not assigned:
-            return True
+        if not assigned:   # not (yet) a member with partitions: a rebalance is probably under way
+            return False
         try:
             ends = self.consumer.end_offsets(list(assigned))
             return all(self.consumer.position(tp) >= ends[tp] for tp in assigned)
