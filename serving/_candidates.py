@@ -40,8 +40,10 @@ class Catalog:
     top_leaves: Mapping[str, tuple[str, ...]]
     ads_by_category: Mapping[str, tuple[int, ...]]
     """Positions in ``ads`` per targeted leaf or top; ``"*"`` holds ads without category targeting."""
-    word_index: Mapping[str, tuple[str, ...]] = None  # type: ignore[assignment]
+    word_index: Mapping[str, tuple[str, ...]]
     """Title/brand word → skus (words shared by more than 300 products — generic ones — are left out)."""
+    budgets: Mapping[str, float | None]
+    """Campaign id → today's budget (``None``: no daily figure, not paced)."""
 
     @property
     def item_ids(self) -> list[str]:
@@ -106,6 +108,7 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
         for cat in a.categories or ("*",):
             ads_by_cat.setdefault(cat, []).append(i)
     return Catalog(
+        budgets={a.campaign_id: a.daily_budget for a in ads},
         ads_by_category={k: tuple(v) for k, v in ads_by_cat.items()},
         version=snapshot.version, ads=tuple(ads), products=snapshot.products, products_by_category=by_cat,
         product_words=product_words,

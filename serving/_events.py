@@ -48,10 +48,11 @@ class KafkaEventLog:
     """Buffered producer of protobuf events keyed by their ``user_id``."""
 
     def __init__(self, bootstrap: str, *, max_buffer: int = 100_000, linger_ms: int = 20,
-                 producer_factory: Callable[..., object] | None = None) -> None:
+                 compression: str | None = "gzip", producer_factory: Callable[..., object] | None = None) -> None:
         self._bootstrap = bootstrap
         self._queue: queue.Queue = queue.Queue(maxsize=max_buffer)
         self._linger_ms = linger_ms
+        self._compression = compression
         self._factory = producer_factory
         self._producer = None
         self._thread: threading.Thread | None = None
@@ -70,7 +71,8 @@ class KafkaEventLog:
 
             self._producer = KafkaProducer(
                 bootstrap_servers=self._bootstrap, acks="all", linger_ms=self._linger_ms,
-                enable_idempotence=True, compression_type=None, client_id="sightline-serving",
+                enable_idempotence=True, compression_type=self._compression, batch_size=256 * 1024,
+                client_id="sightline-serving",
             )
         self._thread = threading.Thread(target=self._run, name="serving-event-log", daemon=True)
         self._thread.start()

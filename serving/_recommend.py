@@ -119,6 +119,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._catalog: Catalog | None = None
+        self._catalog_snap = None
         self._catalog_lock = threading.Lock()
         self._topic_feedback = settings.topic("feedback")
         self._topic_exposures = settings.topic("exposures")
@@ -127,17 +128,14 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
 
     # -- helpers ------------------------------------------------------------------------
     def catalog(self) -> Catalog:
+        """The request-path view of the current campaign snapshot (rebuilt when the snapshot changes)."""
         snap = self._snapshots.get()
-        cat = self._catalog
-        if cat is None or cat.version != snap.version or getattr(cat, "_snap", None) is not snap:
+        if self._catalog is None or self._catalog_snap is not snap:
             with self._catalog_lock:
-                cat = self._catalog
-                if cat is None or getattr(cat, "_snap", None) is not snap:
-                    cat = build_catalog(snap, self._index, datetime.now(timezone.utc).date())
-                    cat._snap = snap  # type: ignore[attr-defined]
-                    cat.budgets = {a.campaign_id: a.daily_budget for a in cat.ads}  # type: ignore[attr-defined]
-                    self._catalog = cat
-        return cat
+                if self._catalog is None or self._catalog_snap is not snap:
+                    self._catalog = build_catalog(snap, self._index, datetime.now(timezone.utc).date())
+                    self._catalog_snap = snap
+        return self._catalog
 
     def catalog_ids(self) -> tuple[list[str], list[str]]:
         cat = self.catalog()
@@ -362,7 +360,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
             return serving_pb2.FeedbackResponse(event_id=event_id)
         spend = imp.price if (request.type == events_pb2.CLICK and imp.strat == "CPC") else 0.0
         if spend:
-            budget = getattr(self.catalog(), "budgets", {}).get(imp.cid)
+            budget = self.catalog().budgets.get(imp.cid)
             self.pacing.clicked(imp.cid, budget, now_s, spend)
         event = self._feedback_event(imp, request.impression_token, request.type, request.event_time_ms or now_ms,
                                      spend, consent, conversion_value=request.conversion_value)
