@@ -159,13 +159,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and passes (< 1 minute)")
     ap.add_argument("--world-size", type=int, default=2)
+    ap.add_argument("--table-scale", type=int, default=1,
+                    help="multiply every table's rows (ids stay the same): where sparse updates start to matter")
     args = ap.parse_args()
     import torch
 
     from models._torchrec import RankerConfig
 
     steps, passes = (40, 2) if args.quick else (150, 3)
-    cfg = RankerConfig(batch_size=1024)
+    def make_cfg() -> RankerConfig:
+        c = RankerConfig(batch_size=1024)
+        c.num_embeddings = {k: v * args.table_scale for k, v in c.num_embeddings.items()}
+        return c
+
+    cfg = make_cfg()
     progress("simulating and featurizing impressions ...")
     frame, pipe, enc, labels = _data(max(steps * 1024 // 3 + 2000, 20_000))
     progress(f"{enc.size} impressions; {steps} steps x {passes} timed passes at batch {cfg.batch_size}")
@@ -174,9 +181,9 @@ def main() -> None:
     tr1 = tr
     if args.world_size != 1:   # the same model unsharded over ranks: what the gloo collectives cost
         with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-            tr1 = _torchrec_rates(RankerConfig(batch_size=1024), enc, labels, 1, steps, passes, Path(tmp))
+            tr1 = _torchrec_rates(make_cfg(), enc, labels, 1, steps, passes, Path(tmp))
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    base = _baseline_rate(RankerConfig(batch_size=1024), enc, labels, steps, passes)
+    base = _baseline_rate(make_cfg(), enc, labels, steps, passes)
     progress("inference latency for 250 candidates ...")
     full, model_only = _latency(frame, pipe, cfg, 30 if args.quick else 100)
     t, b = median(tr), median(base)
@@ -185,7 +192,8 @@ def main() -> None:
         "infer_250_p50_ms": round(median(full), 3), "infer_250_p99_ms": round(float(np.percentile(full, 99)), 3),
         "infer_250_model_p50_ms": round(median(model_only), 3),
         "torchrec_1rank_samples_per_s": round(median(tr1)), "speedup_1rank": round(median(tr1) / b, 2),
-        "world_size": args.world_size, "batch_size": cfg.batch_size, "steps_per_pass": steps, "timed_passes": passes,
+        "world_size": args.world_size, "table_scale": args.table_scale,
+        "embedding_rows": sum(cfg.num_embeddings.values()), "batch_size": cfg.batch_size, "steps_per_pass": steps, "timed_passes": passes,
         "torchrec_passes": [round(x) for x in tr], "baseline_passes": [round(x) for x in base],
     }, args.quick)
 
