@@ -62,6 +62,7 @@ class FeastSink:
         self._builders = {v.name: [(n, _value_builder(t)) for n, t in v.fields] for v in VIEWS}
         self._key_cache: dict[tuple[str, str], bytes] = {}
         self._bulk: bool | None = None
+        self._wal = False
 
     def _view(self, name: str):
         if name not in self._views:
@@ -128,6 +129,12 @@ class FeastSink:
                 text = str(getattr(value, which)) if which in _SCALARS else None
                 params.append((blob, name, value.SerializeToString(), text, ts, None))
         conn = self._store._get_provider().online_store._get_conn(config)
+        if not self._wal:
+            # WAL: readers (serving) never block on the writer, and a commit needs no fsync
+            # of the main file; set once, it persists in the database file.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._wal = True
         with conn:
             conn.executemany(
                 f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '

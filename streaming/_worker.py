@@ -94,7 +94,7 @@ class IngestWorker:
         self._matcher = matcher
         self._online_mode = online_mode
         self.totals: Counter = Counter()
-        self._fresh: deque[float] = deque(maxlen=20_000)
+        self._fresh: deque[float] = deque(maxlen=100_000)
         self._rate: deque[tuple[float, int]] = deque(maxlen=600)
         self._positions: dict = {}
         self._last_flush = time.monotonic()
