@@ -96,9 +96,13 @@ class LexiconMatcher:
         self._phrases = phrases
         self._longest = max((len(p) for p in phrases), default=1)
         self._cache: dict[str, Match] = {}
+        self._sensitive: dict[str, bool] = {}
 
     def is_sensitive(self, category_id: str) -> bool:
-        return self._taxonomy.is_sensitive(category_id)
+        hit = self._sensitive.get(category_id)
+        if hit is None:
+            hit = self._sensitive[category_id] = self._taxonomy.is_sensitive(category_id)
+        return hit
 
     def match(self, text: str) -> Match:
         if not text:
@@ -125,8 +129,8 @@ class LexiconMatcher:
                     break
             else:
                 i += 1
-        safe = tuple(c for c in found if not self._taxonomy.is_sensitive(c))[: self._max]
-        return Match(safe, tuple(c for c in found if self._taxonomy.is_sensitive(c)))
+        safe = tuple(c for c in found if not self.is_sensitive(c))[: self._max]
+        return Match(safe, tuple(c for c in found if self.is_sensitive(c)))
 
     def match_many(self, texts: list[str]) -> list[Match]:
         return [self.match(t) for t in texts]

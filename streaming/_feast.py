@@ -43,9 +43,17 @@ def _value_builder(type_name: str):
     if type_name in ("Float64", "Float32"):
         return lambda v: Value(double_val=v) if v is not None else Value()
     if type_name == "Array(String)":
-        return lambda v: Value(string_list_val=StringList(val=v or ()))
+        def strings(v):
+            out = Value()
+            out.string_list_val.val.extend(v or ())
+            return out
+        return strings
     if type_name == "Array(Int64)":
-        return lambda v: Value(int64_list_val=Int64List(val=v or ()))
+        def ints(v):
+            out = Value()
+            out.int64_list_val.val.extend(v or ())
+            return out
+        return ints
     if type_name == "Array(Float64)":
         return lambda v: Value(double_list_val=DoubleList(val=v or ()))
     raise ValueError(f"no online encoder for feast type {type_name}; add one in streaming/_feast.py")
