@@ -143,9 +143,14 @@ class LogRegPredictor:
         x = _onehot(enc, sizes)
         ctr = LogisticRegression(C=c, max_iter=max_iter, solver="lbfgs").fit(x, labels[:, 0])
         clicked = labels[:, 0] > 0
-        cvr = LogisticRegression(C=c / 4, max_iter=max_iter, solver="lbfgs").fit(x[clicked], labels[clicked, 1])
-        return cls(ctr.coef_[0].astype(np.float32), float(ctr.intercept_[0]), cvr.coef_[0].astype(np.float32),
-                   float(cvr.intercept_[0]), dict(sizes))
+        y = labels[clicked, 1]
+        if clicked.sum() < 2 or y.min() == y.max():   # no conversions logged yet: a constant pCVR
+            rate = float(np.clip(y.mean() if len(y) else 0.0, 1e-4, 1 - 1e-4))
+            cvr_coef, cvr_b = np.zeros(x.shape[1], dtype=np.float32), float(np.log(rate / (1 - rate)))
+        else:
+            cvr = LogisticRegression(C=c / 4, max_iter=max_iter, solver="lbfgs").fit(x[clicked], y)
+            cvr_coef, cvr_b = cvr.coef_[0].astype(np.float32), float(cvr.intercept_[0])
+        return cls(ctr.coef_[0].astype(np.float32), float(ctr.intercept_[0]), cvr_coef, cvr_b, dict(sizes))
 
     def predict(self, enc: EncodedBatch) -> np.ndarray:
         x = _onehot(enc, self.sizes)

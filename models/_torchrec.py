@@ -233,8 +233,16 @@ def _free_port() -> int:
 
 
 def _rank_main(rank: int, job: TrainJob) -> None:
+    import warnings
+
     import torch
     import torch.distributed as dist
+
+    # A worker process is an edge: keep torchrec/fbgemm's planner chatter out of the CLI output.
+    warnings.filterwarnings("ignore")
+    for name in ("torchrec", "fbgemm_gpu", "root", "torch.fx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.world_size))
     use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= job.world_size
