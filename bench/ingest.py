@@ -146,6 +146,31 @@ def freshness(root: Path, bootstrap: str, rate: int, seconds: float) -> dict:
             "freshness_rate_achieved": achieved}
 
 
+# Hand-labelled paraphrases that do not spell out the leaf name: the harder case.
+PARAPHRASES = [
+    ("I want new trainers for jogging", "sports/running_shoes"), ("something to make espresso at home", "kitchen/coffee_makers"),
+    ("need a bag for my flight next week", "travel/luggage"), ("where can I get a cheap phone", "electronics/smartphones"),
+    ("noise cancelling earbuds", "electronics/headphones"), ("a present for my dog", "pets/pet_toys"),
+    ("food for my kitten", "pets/cat_food"), ("a bottle of merlot for dinner", "wine_spirits/red_wine"),
+    ("fresh sourdough loaf", "grocery/bakery"), ("moisturiser for dry skin", "beauty/skincare"),
+    ("a mat for my morning stretches", "sports/yoga"), ("a new road bike", "sports/cycling"),
+    ("something to watch football on at home", "electronics/tv"), ("comfy couch for the living room", "home/furniture"),
+    ("a good thriller novel", "books_media/fiction"), ("tickets for a gig tonight", "entertainment/concerts"),
+    ("nappies for the baby", "baby/diapers"), ("a cordless drill", "diy/power_tools"),
+    ("lipstick in a bold red", "beauty/makeup"), ("a smartwatch to track my runs", "electronics/smartwatches"),
+    ("a pizza delivered now", "food_delivery/pizza"), ("winter tyres for my car", "auto/tires"),
+    ("a tent for camping in the mountains", "sports/outdoor_hiking"), ("a frying pan that does not stick", "kitchen/cookware"),
+    ("a lamp for my desk", "home/lighting"), ("a birthday board game for friends", "toys_games/board_games"),
+    ("sushi for lunch", "food_delivery/sushi"), ("a printer for the home office", "office/printers"),
+    ("protein powder after the gym", "sports/sports_nutrition"), ("a hotel room in Berlin tonight", "travel/hotels"),
+]
+
+
+def _accuracy(matcher, labelled) -> float:
+    hits = matcher.match_many([t for t, _ in labelled])
+    return sum(truth in h.categories[:1] for h, (_, truth) in zip(hits, labelled)) / len(labelled)
+
+
 def intents(n: int) -> dict:
     from streaming import EncoderMatcher, LexiconMatcher
     from streaming._synthetic import SyntheticEvents
@@ -171,6 +196,8 @@ def intents(n: int) -> dict:
     hits = enc.match_many(texts)
     out["intent_encoder_ms_per_sentence_batched"] = (time.perf_counter() - t) / n * 1000
     out["intent_encoder_accuracy"] = sum(truth in h.categories[:1] for h, (_, truth) in zip(hits, labelled)) / n
+    out["intent_lexicon_accuracy_paraphrases"] = _accuracy(lex, PARAPHRASES)
+    out["intent_encoder_accuracy_paraphrases"] = _accuracy(enc, PARAPHRASES)
     progress("intents: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items()))
     return out
 
