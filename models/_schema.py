@@ -65,6 +65,14 @@ def _multi(v) -> list[str]:
     return sorted({str(x) for x in v if x})
 
 
+def _device(v) -> list[str]:
+    # serving may hand the proto enum name ("GLASSES", "DEVICE_UNSPECIFIED"); the log has "glasses"
+    if v is None or v == "":
+        return []
+    v = str(v).lower().removeprefix("device_")
+    return [] if v == "unspecified" else [v]
+
+
 def _cross(a, b) -> list[str]:
     return [] if not a or not b else [f"{a}|{b}"]
 
@@ -124,7 +132,7 @@ SPARSE_FEATURES: tuple[SparseFeature, ...] = (
     SparseFeature("region", 512, ("region",), _single, request_level=True),
     SparseFeature("hour", 32, ("local_hour",), _hour, request_level=True),
     SparseFeature("weekday", 8, ("local_weekday",), _hour, request_level=True),
-    SparseFeature("device", 8, ("device",), _single, request_level=True),
+    SparseFeature("device", 8, ("device",), _device, request_level=True),
     SparseFeature("user", 65536, ("user_id", "consent_personalization"), _user, request_level=True),
     # Context x item crosses: the contextual match is the main signal, so give it ids directly.
     SparseFeature("scene_x_category", 8192, ("scene", "category"), _cross),

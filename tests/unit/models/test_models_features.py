@@ -62,3 +62,10 @@ def test_request_fast_path_equals_row_encoding():
         np.testing.assert_array_equal(a.lengths[name], b.lengths[name], err_msg=name)
         np.testing.assert_array_equal(a.values[name], b.values[name], err_msg=name)
     np.testing.assert_allclose(a.dense, b.dense, rtol=1e-6, atol=1e-6)
+
+
+def test_device_accepts_the_proto_enum_name():
+    from models._schema import SPARSE_FEATURES
+
+    device = next(f for f in SPARSE_FEATURES if f.name == "device")
+    assert device.ids("GLASSES") == device.ids("glasses") and device.ids("DEVICE_UNSPECIFIED") == []
