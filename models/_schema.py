@@ -77,6 +77,11 @@ def _cross(a, b) -> list[str]:
     return [] if not a or not b else [f"{a}|{b}"]
 
 
+def _device_x(d, category) -> list[str]:
+    dev = _device(d)
+    return _cross(dev[0], category) if dev else []
+
+
 def _hour(v) -> list[str]:
     return [] if v is None else [str(int(v))]
 
@@ -140,7 +145,7 @@ SPARSE_FEATURES: tuple[SparseFeature, ...] = (
     SparseFeature("intent_x_category", 16384, ("intent_text", "category"), _intent_x_category),
     SparseFeature("location_x_category", 4096, ("location_category", "category"), _cross),
     SparseFeature("intent_category_x_category", 16384, ("intent_category", "category"), _cross),
-    SparseFeature("device_x_category", 1024, ("device", "category"), _cross),
+    SparseFeature("device_x_category", 1024, ("device", "category"), _device_x),
 )
 
 

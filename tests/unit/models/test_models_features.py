@@ -69,3 +69,5 @@ def test_device_accepts_the_proto_enum_name():
 
     device = next(f for f in SPARSE_FEATURES if f.name == "device")
     assert device.ids("GLASSES") == device.ids("glasses") and device.ids("DEVICE_UNSPECIFIED") == []
+    cross = next(f for f in SPARSE_FEATURES if f.name == "device_x_category")
+    assert cross.ids("GLASSES", "sports/yoga") == cross.ids("glasses", "sports/yoga")
