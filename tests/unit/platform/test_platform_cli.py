@@ -30,3 +30,12 @@ def test_bad_settings_are_reported_without_a_traceback():
     assert proc.returncode != 0
     assert "serving.port" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_test_module_basenames_are_unique():
+    """pytest's default (prepend) import mode needs unique module names across tests/."""
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(p.name for p in Path(__file__).resolve().parents[2].rglob("test_*.py"))
+    assert [n for n, c in names.items() if c > 1] == []
