@@ -7,6 +7,7 @@ bucket code: it works on the events themselves.
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 MIN = 60_000
 
@@ -121,3 +122,35 @@ def popularity(ctx: pl.DataFrame, fb: pl.DataFrame, prior=0.02, weight=50.0) -> 
                   "events_24h": day.filter(pl.col("type") == 0).height, "impressions_24h": imp, "clicks_24h": clk,
                   "ctr_24h": (clk + prior * weight) / (imp + weight)}
     return out
+
+
+# -- reading the stores back --------------------------------------------------------
+def online(settings, view: str, keys: list[str]) -> dict[str, dict]:
+    from features import VIEWS_BY_NAME, open_store
+
+    spec = VIEWS_BY_NAME[view]
+    store = open_store(settings)
+    got = store.get_online_features(features=[f"{view}:{f}" for f in spec.feature_names],
+                                    entity_rows=[{spec.entity: k} for k in keys]).to_dict()
+    return {k: {f: got[f][i] for f in spec.feature_names} for i, k in enumerate(got[spec.entity])}
+
+
+def offline_latest(settings, view: str) -> pl.DataFrame:
+    from features import VIEWS_BY_NAME, offline_dir
+
+    spec = VIEWS_BY_NAME[view]
+    frame = pl.read_parquet(sorted(offline_dir(settings.feast_dir, view).glob("part-*.parquet")))
+    return frame.sort("event_timestamp").group_by(spec.entity).last()
+
+
+def check(expected: dict[str, dict], actual: dict[str, dict], fields=None) -> None:
+    assert set(expected) <= set(actual)
+    for key, row in expected.items():
+        for name, value in row.items():
+            if fields and name not in fields:
+                continue
+            got = actual[key][name]
+            if isinstance(value, float):
+                assert got == pytest.approx(value), (key, name)
+            else:
+                assert got == value, (key, name, got, value)

@@ -3,10 +3,15 @@ this test's own topics *and* an applied Feast repo, a producer, and an oracle.""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
+
+# the oracle and store readers in _streaming_oracle.py (pytest runs with --import-mode=importlib)
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture

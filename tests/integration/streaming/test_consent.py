@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from test_features import online
+from _streaming_oracle import online
 
 pytestmark = pytest.mark.integration
 

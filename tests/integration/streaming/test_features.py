@@ -5,45 +5,14 @@ from __future__ import annotations
 
 import time
 
-import polars as pl
 import pytest
 
 import _streaming_oracle as oracle
+from _streaming_oracle import check, offline_latest, online
 
 pytestmark = pytest.mark.integration
 
 H = 3_600_000
-
-
-def online(settings, view: str, keys: list[str]) -> dict[str, dict]:
-    from features import VIEWS_BY_NAME, open_store
-
-    spec = VIEWS_BY_NAME[view]
-    store = open_store(settings)
-    got = store.get_online_features(features=[f"{view}:{f}" for f in spec.feature_names],
-                                    entity_rows=[{spec.entity: k} for k in keys]).to_dict()
-    return {k: {f: got[f][i] for f in spec.feature_names} for i, k in enumerate(got[spec.entity])}
-
-
-def offline_latest(settings, view: str) -> pl.DataFrame:
-    from features import VIEWS_BY_NAME, offline_dir
-
-    spec = VIEWS_BY_NAME[view]
-    frame = pl.read_parquet(sorted(offline_dir(settings.feast_dir, view).glob("part-*.parquet")))
-    return frame.sort("event_timestamp").group_by(spec.entity).last()
-
-
-def check(expected: dict[str, dict], actual: dict[str, dict], fields=None) -> None:
-    assert set(expected) <= set(actual)
-    for key, row in expected.items():
-        for name, value in row.items():
-            if fields and name not in fields:
-                continue
-            got = actual[key][name]
-            if isinstance(value, float):
-                assert got == pytest.approx(value), (key, name)
-            else:
-                assert got == value, (key, name, got, value)
 
 
 def test_events_to_online_and_offline_features_match_independent_computation(ingest_settings, produce, run_worker):

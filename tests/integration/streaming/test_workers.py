@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import _streaming_oracle as oracle
-from test_features import check, offline_latest, online
+from _streaming_oracle import check, offline_latest, online
 
 pytestmark = [pytest.mark.integration, pytest.mark.multiprocess]
 
