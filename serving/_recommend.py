@@ -109,7 +109,9 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         self._user_features = user_features
         self._item_features = item_features
         self._experiments = experiments
-        self.defaults = defaults or Defaults(ranker=settings.models.serving_alias)
+        self.defaults = defaults or Defaults(
+            ranker=settings.models.serving_alias, reserve_ecpm=settings.serving.reserve_ecpm,
+            quality_floor=settings.serving.quality_floor, exploration=settings.serving.exploration)
         self.pacing = pacing or PacingBook()
         self.caps = FrequencyCounter()
         self._index = ContextIndex(taxonomy, SENSITIVE_LOCATIONS)

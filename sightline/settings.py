@@ -77,6 +77,12 @@ class ServingSettings(_Section):
     """How long an impression token stays valid for ReportFeedback."""
     log_buffer: int = Field(100_000, ge=100)
     """Events the background Kafka logger holds in memory; beyond it Recommend waits (back-pressure, never drops)."""
+    reserve_ecpm: float = Field(0.0, ge=0)
+    """Default auction reserve (eCPM); an experiment arm may override it."""
+    quality_floor: float = Field(0.0, ge=0, le=1)
+    """Default least pCTR an ad needs to enter the auction; an arm may override it."""
+    exploration: float = Field(0.0, ge=0, le=1)
+    """Default chance the last ad slot explores a random eligible ad; an arm may override it."""
 
 
 class StreamingSettings(_Section):
