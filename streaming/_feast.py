@@ -34,7 +34,7 @@ class FeatureSink(Protocol):
 
 
 def _value_builder(type_name: str):
-    from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList, Value
+    from feast.protos.feast.types.Value_pb2 import DoubleList, Value
 
     if type_name == "String":
         return lambda v: Value(string_val=v) if v is not None else Value()

@@ -27,7 +27,7 @@ from streaming._consent import Purposes, decide
 from streaming._eventlog import exposure_rows, feedback_rows, logged_ids_since
 from streaming._feast import FeatureSink
 from streaming._state import StateStore
-from streaming._windows import BUCKET_VIEWS, MINUTE_MS, WindowParams, compute_features, to_buckets
+from streaming._windows import BUCKET_VIEWS, WindowParams, compute_features, to_buckets
 from streaming.errors import InvalidMessage
 
 log = logging.getLogger(__name__)
