@@ -13,7 +13,8 @@ Figures: p50/p99 at 100 requests/s (medians over repeated windows); the highest 
 sustained with p99 ≤ 50 ms and ≥ 90 % of the offered rate answered (steps up until one
 fails); the same for an echo ``RecommendationService`` (returns the request id) served
 by the same ``build_server`` setup, and the ratios. ``--quick``: a smaller world, no
-Kafka and no Feast (in-memory event sink, context-only), short windows.
+Kafka and no Feast (in-memory event sink, context-only), short windows, and only one
+300 requests/s step, for the open-loop client.
 
 Usage: python -m bench.serve [--quick]
 """
@@ -281,7 +282,8 @@ def _free_port() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small world, no Kafka/Feast, short windows (< 2 min)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small world, no Kafka/Feast, 2 short windows, one 300 rps step (open-loop only; ~1.5 min)")
     parser.add_argument("--serve", choices=["echo", "recommend"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
@@ -328,8 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = broker.start()
         ensure_topics(bootstrap, project_topics(settings))
         apply_repo(settings)
-    repeats, window_s = (3, 4.0) if quick else (5, 10.0)
-    steps, step_s = ([200, 300, 400] if quick else [150, 200, 250, 300, 400, 500, 650, 800]), (5.0 if quick else 10.0)
+    repeats, window_s = (2, 4.0) if quick else (5, 10.0)
+    steps, step_s = ([300] if quick else [150, 200, 250, 300, 400, 500, 650, 800]), (5.0 if quick else 10.0)
     results = {}
     stats = {}
     try:
@@ -339,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 progress(f"{mode}: {repeats} × {window_s:.0f} s at 100 requests/s, then steps {steps} ...")
                 results[mode] = _measure(server.port, requests_file, key, repeats=repeats, window_s=window_s,
-                                         steps=steps, step_s=step_s)
+                                         steps=[] if quick else steps, step_s=step_s)
                 progress(f"{mode}: cross-check with a plain grpc open-loop client (futures, no gevent) ...")
                 results[f"{mode}_openloop"] = _measure(server.port, requests_file, key, repeats=repeats,
                                                        window_s=window_s, steps=steps, step_s=step_s,
