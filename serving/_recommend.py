@@ -400,15 +400,6 @@ def _request_row(ctx, user_key: str, personal: bool, user: dict) -> dict:
     return row
 
 
-def _stats(item_features, item_id: str, campaign_id: str = "") -> dict:
-    if item_features is None:
-        return {}
-    out = dict(item_features.item(item_id))
-    if campaign_id:
-        out.update(item_features.campaign(campaign_id))
-    return out
-
-
 def _user_category_clicks(user: dict, category: str) -> int:
     cats = user.get("user_engaged_categories_7d") or []
     clicks = user.get("user_engaged_category_clicks_7d") or []
@@ -420,19 +411,21 @@ def _user_category_clicks(user: dict, category: str) -> int:
 
 def _ad_row(base: dict, cand, catalog, item_features, affinity) -> dict:
     spec = cand.spec
-    row = dict(base)
-    row.update(_stats(item_features, spec.creative_id, spec.campaign_id))
-    row.update(item_id=spec.creative_id, item_kind="ad", advertiser_id=spec.advertiser_id, campaign_id=spec.campaign_id,
-               category=spec.category, brand=spec.brand, price=spec.price, relevance=cand.match.relevance,
-               user_category_clicks_7d=_user_category_clicks(base, spec.category) if affinity else 0)
-    return row
+    stats = item_features.item(spec.creative_id) if item_features is not None else _NO_STATS
+    camp = item_features.campaign(spec.campaign_id) if item_features is not None else _NO_STATS
+    return {**base, **stats, **camp, "item_id": spec.creative_id, "item_kind": "ad",
+            "advertiser_id": spec.advertiser_id, "campaign_id": spec.campaign_id, "category": spec.category,
+            "brand": spec.brand, "price": spec.price, "relevance": cand.match.relevance,
+            "user_category_clicks_7d": _user_category_clicks(base, spec.category) if affinity else 0}
 
 
 def _product_row(base: dict, cand, item_features, affinity) -> dict:
+    # one dict display per row (no copy-then-update): ~200 of these per request
     p = cand.product
-    row = dict(base)
-    row.update(_stats(item_features, p.sku))
-    row.update(item_id=p.sku, item_kind="product", advertiser_id=p.advertiser_id or "", campaign_id="",
-               category=p.category, brand=p.brand, price=p.price, relevance=cand.relevance,
-               user_category_clicks_7d=_user_category_clicks(base, p.category) if affinity else 0)
-    return row
+    stats = item_features.item(p.sku) if item_features is not None else _NO_STATS
+    return {**base, **stats, "item_id": p.sku, "item_kind": "product", "advertiser_id": p.advertiser_id or "",
+            "campaign_id": "", "category": p.category, "brand": p.brand, "price": p.price, "relevance": cand.relevance,
+            "user_category_clicks_7d": _user_category_clicks(base, p.category) if affinity else 0}
+
+
+_NO_STATS: dict = {}
