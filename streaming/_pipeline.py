@@ -32,6 +32,9 @@ from streaming.errors import InvalidMessage
 
 log = logging.getLogger(__name__)
 
+_PSEUDONYM_CACHE_MAX = 500_000
+_USER_VIEWS = ("user_context", "user_engagement")
+
 _CONTEXT_SCHEMA = {"event_id": pl.String, "ts": pl.Int64, "user_id": pl.String, "user_keyed": pl.Boolean,
                    "scene": pl.String, "objects": pl.List(pl.String), "intent_categories": pl.List(pl.String),
                    "categories": pl.List(pl.String)}
@@ -84,7 +87,17 @@ class Pipeline:
 
     def __init__(self, *, kinds_by_topic: dict[str, str], state: StateStore, sink: FeatureSink, dead_letters: DeadLetters,
                  matcher, data_dir: Path, worker_id: str = "0", params: WindowParams = WindowParams(),
-                 max_message_bytes: int = 64 * 1024, clock: Callable[[], float] = time.time) -> None:
+                 max_message_bytes: int = 64 * 1024, clock: Callable[[], float] = time.time,
+                 hmac_key: str | None = None, tombstones=None) -> None:
+        """``hmac_key`` is ``settings.privacy.hmac_key`` (default: the development key of
+        ``PrivacySettings``, as ``load_settings`` gives without a configured one);
+        ``tombstones`` a ``privacy.Tombstones`` (default: the one under ``data_dir``)."""
+        from privacy import Tombstones, tombstone_path
+
+        if hmac_key is None:
+            from sightline.settings import PrivacySettings
+
+            hmac_key = PrivacySettings().hmac_key
         self.kinds_by_topic = kinds_by_topic
         self.state = state
         self.sink = sink
@@ -97,6 +110,31 @@ class Pipeline:
         self.clock = clock
         self._offline: dict[str, list[pl.DataFrame]] = {}
         self._offline_keys: dict[str, set[str]] = {}
+        self._hmac_key = hmac_key
+        self._pseudonyms: dict[str, str] = {}
+        self.tombstones = tombstones if tombstones is not None else Tombstones(path=tombstone_path(self.data_dir))
+
+    # ------------------------------------------------------------------ privacy
+    def pseudonym(self, user_id: str) -> str:
+        """``privacy.pseudonymize(user_id, hmac_key)`` (cached): the only form of a user id streaming stores.
+
+        An empty id (anonymous feedback/exposures without personalization) stays empty."""
+        if not user_id:
+            return ""
+        p = self._pseudonyms.get(user_id)
+        if p is None:
+            from privacy import pseudonymize
+
+            if len(self._pseudonyms) >= _PSEUDONYM_CACHE_MAX:
+                self._pseudonyms.clear()
+            p = self._pseudonyms[user_id] = pseudonymize(user_id, self._hmac_key)
+        return p
+
+    def _pseudonymize(self, kind: str, msg) -> None:
+        """Replace the app's ids in the decoded message, before anything is stored or logged."""
+        msg.user_id = self.pseudonym(msg.user_id)
+        if kind == "exposures" and msg.unit_type == "user" and msg.unit_id:
+            msg.unit_id = self.pseudonym(msg.unit_id)
 
     # ------------------------------------------------------------------ per batch
     def process(self, records: list) -> BatchResult:
@@ -112,6 +150,10 @@ class Pipeline:
                 counts[f"dlq.{kind}.{exc.reason}"] += 1
                 continue
             counts[f"in.{kind}"] += 1
+            self._pseudonymize(kind, msg)
+            if msg.user_id and self.tombstones.drops(msg.user_id, msg.event_time_ms):
+                counts[f"dropped.{kind}.erased"] += 1   # produced before the user's erasure: never re-create them
+                continue
             if msg.event_id in good[kind]:
                 counts[f"duplicate.{kind}"] += 1
                 continue
@@ -143,9 +185,11 @@ class Pipeline:
             deltas = to_buckets(ctx.filter(pl.col("event_id").is_in(new)), fb.filter(pl.col("event_id").is_in(new)))
             self.state.add_buckets(db, deltas)
             self.state.mark_dirty(db, self.worker_id, touched.iter_rows())
-            pending = [("feedback", m.event_id, now_ms, r.value, p, True) for r, m, p, log_it in fb_msgs
+            # parked as the re-serialized message: it carries the pseudonym, never the app's id
+            pending = [("feedback", m.event_id, now_ms, m.SerializeToString(), p, True) for r, m, p, log_it in fb_msgs
                        if log_it and m.event_id in new]
-            pending += [("exposures", m.event_id, now_ms, r.value, False, True) for r, m in exposures if m.event_id in new]
+            pending += [("exposures", m.event_id, now_ms, m.SerializeToString(), False, True) for r, m in exposures
+                        if m.event_id in new]
             self.state.add_pending(db, pending)
             self.state.mark_seen(db, [(i, ts) for i, ts in ids_ts.items() if i in new])
         counts["stored"] += len(new)
@@ -168,7 +212,7 @@ class Pipeline:
             latest = self.state.consent(withdrawn) if withdrawn else {}
             withdrawn = {u for u in withdrawn if latest.get(u, Purposes()).withdraws_profile}
             if withdrawn:
-                self.state.erase_user_state(db, sorted(withdrawn))
+                self.state.erase_user_state(db, sorted(withdrawn), keep_consent=True)
             self.state.mark_seen(db, [(m.event_id, m.event_time_ms) for m in events])
         counts["consent.updates"] += len(events)
         if withdrawn:
@@ -261,6 +305,8 @@ class Pipeline:
 
                 key = VIEWS_BY_NAME[view].entity
                 frame = frame.unique(subset=[key, "event_timestamp"], keep="last", maintain_order=True)
+                if view in _USER_VIEWS:
+                    frame = self._without_erased(frame)
                 self.sink.write_offline(view, frame)
                 counts[f"offline.{view}"] += frame.height
         self._offline.clear()
@@ -271,6 +317,16 @@ class Pipeline:
             counts[f"logged.{kind}"] += self._flush_log(kind)
         return counts
 
+    def _without_erased(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Drop buffered user rows of users erased since they were computed (an erasure runs in another process)."""
+        users = frame["user_id"].unique().to_list()
+        erased = {u: at for u in users if (at := self.tombstones.erased_at(u)) is not None}
+        if not erased:
+            return frame
+        at = pl.col("user_id").replace_strict(erased, default=None, return_dtype=pl.Int64)
+        ts_ms = pl.col("event_timestamp").dt.epoch("ms")
+        return frame.filter(at.is_null() | (ts_ms > at))
+
     def _flush_log(self, kind: str) -> int:
         pending = self.state.pending(kind)
         if not pending:
@@ -278,12 +334,14 @@ class Pipeline:
         ids = [p[0] for p in pending]
         already = logged_ids_since(self.data_dir, kind, min(p[1] for p in pending) - 1000)
         todo = [p for p in pending if p[0] not in already]
+        msgs = []
         if todo:
             cls = MESSAGE_TYPES[kind]
-            msgs = []
             for _, _, payload, personalization, measurement in todo:
                 m = cls()
                 m.ParseFromString(payload)
+                if m.user_id and self.tombstones.drops(m.user_id, m.event_time_ms):
+                    continue   # erased while parked
                 msgs.append((m, bool(personalization), bool(measurement)))
             if kind == "feedback":
                 cols = feedback_rows(msgs)
@@ -293,8 +351,9 @@ class Pipeline:
 
             from features import event_log_schema
 
-            append_events(self.data_dir, kind, pa.table(cols, schema=event_log_schema(kind)))
+            if msgs:
+                append_events(self.data_dir, kind, pa.table(cols, schema=event_log_schema(kind)))
         self.state.clear_pending(kind, ids)
-        return len(todo)
+        return len(msgs)
 
 

@@ -57,6 +57,12 @@ ON CONFLICT (view, entity, sub, minute) DO UPDATE SET
 """
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that remembers whether its open transaction erased users (to checkpoint after it)."""
+
+    erased = False
+
+
 def state_path(data_dir: Path) -> Path:
     return Path(data_dir) / "streaming" / "state.db"
 
@@ -73,8 +79,11 @@ class StateStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         try:
-            self._db = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False,
+                                       factory=_Connection)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # deleted rows (an erased user's consent, buckets, parked events) are overwritten, not left in free pages
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA synchronous=NORMAL")   # durable across process crashes (not power loss)
             self._db.executescript(_DDL)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -99,6 +108,17 @@ class StateStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        if self._db.erased:
+            self._db.erased = False
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (after an erasure: the WAL still holds
+        the pages as they were before the delete). Best effort while other workers read."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("state store checkpoint after an erasure failed (%s); it completes at the next one", exc)
 
     # -- de-duplication -------------------------------------------------------------
     def unseen(self, db: sqlite3.Connection, event_ids: list[str]) -> set[str]:
@@ -166,11 +186,19 @@ class StateStore:
         return cur.rowcount > 0
 
     @staticmethod
-    def erase_user_state(db: sqlite3.Connection, user_ids: list[str]) -> None:
-        """Delete every user-keyed bucket and dirty mark of ``user_ids`` (consent withdrawal)."""
+    def erase_user_state(db: sqlite3.Connection, user_ids: list[str], *, keep_consent: bool = False) -> None:
+        """Delete every user-keyed bucket and dirty mark of ``user_ids`` and, unless ``keep_consent``
+        (a consent withdrawal, which must remember the withdrawal), their consent rows (erasure).
+
+        With ``secure_delete`` the freed pages are zeroed; the owning ``StateStore`` checkpoints
+        and truncates the WAL after the transaction commits."""
         for view in USER_BUCKET_VIEWS:
             db.executemany("DELETE FROM buckets WHERE view = ? AND entity = ?", [(view, u) for u in user_ids])
             db.executemany("DELETE FROM dirty WHERE view = ? AND entity = ?", [(view, u) for u in user_ids])
+        if not keep_consent:
+            db.executemany("DELETE FROM consent WHERE user_id = ?", [(u,) for u in user_ids])
+        if not keep_consent and isinstance(db, _Connection):
+            db.erased = True
 
     # -- pending event-log rows -----------------------------------------------------
     @staticmethod

@@ -105,6 +105,8 @@ class IngestWorker:
         from kafka import KafkaConsumer, KafkaProducer
         from kafka.errors import KafkaError
 
+        from privacy import Tombstones
+
         s = self.settings
         bootstrap = s.kafka.bootstrap
         if not bootstrap:
@@ -139,7 +141,8 @@ class IngestWorker:
         self.pipeline = Pipeline(
             kinds_by_topic=topics, state=self.state, sink=self._sink, dead_letters=self.dlq, matcher=self._matcher,
             data_dir=s.data_dir, worker_id=self.worker_id, max_message_bytes=p.max_message_bytes,
-            params=WindowParams(p.recent_n, p.top_categories, p.ctr_prior, p.ctr_prior_weight))
+            params=WindowParams(p.recent_n, p.top_categories, p.ctr_prior, p.ctr_prior_weight),
+            hmac_key=s.privacy.hmac_key, tombstones=Tombstones(s))
         self.pipeline.recover()
         from kafka import ConsumerRebalanceListener
 

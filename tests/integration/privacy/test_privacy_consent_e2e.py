@@ -87,12 +87,14 @@ def _ingest(p, *events):
 
 
 def _user_online(p, uid) -> dict:
+    """The user's online features, looked up as serving does: by the pseudonym of the app's id."""
     from features import VIEWS
 
     out = {}
     for view in (v for v in VIEWS if v.user_keyed):
         got = p.store.get_online_features(features=[f"{view.name}:{n}" for n in view.feature_names],
-                                          entity_rows=[{"user_id": uid}]).to_dict()
+                                          entity_rows=[{"user_id": pseudonymize(uid, p.settings.privacy.hmac_key)}]
+                                          ).to_dict()
         out.update({k: v[0] for k, v in got.items() if k != "user_id" and v[0] not in (None, [], 0)})
     return out
 
@@ -217,11 +219,12 @@ def test_streaming_drops_late_events_of_an_erased_user(pipeline):
 def test_erasure_clears_streaming_state_so_no_recompute_recreates_the_user(pipeline):
     """Erasure removes the user's window buckets from the ingest state store too."""
     _ingest(pipeline, ("context", _context("u-state", ALL)))
-    receipt = erase_user(pipeline.settings, "u-state", pseudonymous=True)
+    receipt = erase_user(pipeline.settings, "u-state")
     assert receipt.deleted("streaming_state") > 0 and receipt.deleted("feast_online_sqlite") > 0
     pipeline.recover()            # recomputes anything left dirty: must not bring the user back
     pipeline.flush()
-    assert _user_online(pipeline, "u-state") == {} and "u-state" not in _offline_users(pipeline)
+    stored_as = pseudonymize("u-state", pipeline.settings.privacy.hmac_key)
+    assert _user_online(pipeline, "u-state") == {} and stored_as not in _offline_users(pipeline)
 
 
 # --------------------------------------------------------------------------- serving

@@ -125,22 +125,38 @@ def popularity(ctx: pl.DataFrame, fb: pl.DataFrame, prior=0.02, weight=50.0) -> 
 
 
 # -- reading the stores back --------------------------------------------------------
+def stored_id(settings, app_user_id: str) -> str:
+    """The form streaming stores a user under (and serving looks it up by)."""
+    from privacy import pseudonymize
+
+    return pseudonymize(app_user_id, settings.privacy.hmac_key)
+
+
 def online(settings, view: str, keys: list[str]) -> dict[str, dict]:
+    """Online rows by entity; user-keyed views are given app user ids and read under their
+    pseudonyms (as serving does), the result keyed by the app ids given."""
     from features import VIEWS_BY_NAME, open_store
 
     spec = VIEWS_BY_NAME[view]
     store = open_store(settings)
+    lookup = [stored_id(settings, k) for k in keys] if spec.user_keyed else list(keys)
     got = store.get_online_features(features=[f"{view}:{f}" for f in spec.feature_names],
-                                    entity_rows=[{spec.entity: k} for k in keys]).to_dict()
-    return {k: {f: got[f][i] for f in spec.feature_names} for i, k in enumerate(got[spec.entity])}
+                                    entity_rows=[{spec.entity: k} for k in lookup]).to_dict()
+    return {k: {f: got[f][i] for f in spec.feature_names} for i, k in enumerate(keys)}
 
 
-def offline_latest(settings, view: str) -> pl.DataFrame:
+def offline_latest(settings, view: str, app_user_ids=None) -> pl.DataFrame:
+    """Latest offline row per entity; with ``app_user_ids`` the stored pseudonyms are mapped back
+    to those app ids (a pseudonym of nobody in the list stays as it is, so comparisons fail)."""
     from features import VIEWS_BY_NAME, offline_dir
 
     spec = VIEWS_BY_NAME[view]
     frame = pl.read_parquet(sorted(offline_dir(settings.feast_dir, view).glob("part-*.parquet")))
-    return frame.sort("event_timestamp").group_by(spec.entity).last()
+    frame = frame.sort("event_timestamp").group_by(spec.entity).last()
+    if app_user_ids is not None:
+        back = {stored_id(settings, u): u for u in app_user_ids}
+        frame = frame.with_columns(pl.col(spec.entity).replace(back))
+    return frame
 
 
 def check(expected: dict[str, dict], actual: dict[str, dict], fields=None) -> None:

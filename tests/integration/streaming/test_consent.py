@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from _streaming_oracle import online
+from _streaming_oracle import online, stored_id
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ def test_consent_combinations_sensitive_categories_and_withdrawal(ingest_setting
     item = online(ingest_settings, "item_stats", [sim.items[0][0]])[sim.items[0][0]]
     assert item["impressions_1h"] == 4
     logged = set(read_events(ingest_settings.data_dir, "feedback")["user_id"])
-    assert logged == {u for (c, p, m), u in users.items() if c and m}
+    assert logged == {stored_id(ingest_settings, u) for (c, p, m), u in users.items() if c and m}, "pseudonyms only"
 
     # withdrawal: personalization off → rows deleted at once, later (even stale-consent) events not stored
     target = users[(True, True, True)]

@@ -27,6 +27,7 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.
 
 def test_bad_messages_go_to_dlq_with_reason_and_original_bytes(ingest_settings, produce, run_worker):
     from features import open_store
+    from privacy import pseudonymize
     from proto import events_pb2 as pb
     from streaming._synthetic import SyntheticEvents
 
@@ -69,7 +70,8 @@ def test_bad_messages_go_to_dlq_with_reason_and_original_bytes(ingest_settings, 
     store = open_store(ingest_settings)
     users = sorted({m.user_id for m in good})
     got = store.get_online_features(features=["user_context:context_events_24h"],
-                                    entity_rows=[{"user_id": u} for u in users]).to_dict()
+                                    entity_rows=[{"user_id": pseudonymize(u, ingest_settings.privacy.hmac_key)}
+                                                 for u in users]).to_dict()
     assert sum(got["context_events_24h"]) == 30
 
     from streaming import read_stats

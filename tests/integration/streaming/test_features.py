@@ -57,7 +57,7 @@ def test_events_to_online_and_offline_features_match_independent_computation(ing
     # offline: the latest snapshot of every entity equals the online value
     off = offline_latest(ingest_settings, "item_stats")
     check(exp_items, {r["item_id"]: r for r in off.to_dicts()})
-    off_uc = offline_latest(ingest_settings, "user_context")
+    off_uc = offline_latest(ingest_settings, "user_context", sim.users)
     check(exp_uc, {r["user_id"]: r for r in off_uc.to_dicts()})
     assert set(off_uc["user_id"]) == set(exp_uc)
 

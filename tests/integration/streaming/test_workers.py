@@ -77,7 +77,7 @@ def expected_and_check(settings, sim, ctx, fb) -> None:
     exp_pop = oracle.popularity(c, f)
     check(exp_pop, online(settings, "context_popularity", sorted(exp_pop)))
     check(exp_items, {r["item_id"]: r for r in offline_latest(settings, "item_stats").to_dicts()})
-    check(exp_uc, {r["user_id"]: r for r in offline_latest(settings, "user_context").to_dicts()})
+    check(exp_uc, {r["user_id"]: r for r in offline_latest(settings, "user_context", sim.users).to_dicts()})
     log = read_events(settings.data_dir, "feedback")
     want = [m.event_id for m in fb if m.consent.context and m.consent.measurement]
     assert sorted(log["event_id"].to_list()) == sorted(want)      # each exactly once

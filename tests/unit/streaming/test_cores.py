@@ -165,10 +165,10 @@ def test_replayed_batch_does_not_double_count_and_bad_messages_go_to_dlq(tmp_pat
     records.insert(2, Record("c", 0, 99, b"\x00garbage"))
     first = p.process(records)
     assert first.counts["stored"] == 5 and dlq.sent == [(99, "undecodable")]
-    assert sink.online["user_context"]["u1"]["context_events_1h"] == 5
+    assert sink.online["user_context"][p.pseudonym("u1")]["context_events_1h"] == 5
     again = p.process(records)                       # the crash-replay case
     assert again.counts["replayed"] == 5 and again.counts["stored"] == 0
-    assert sink.online["user_context"]["u1"]["context_events_1h"] == 5
+    assert sink.online["user_context"][p.pseudonym("u1")]["context_events_1h"] == 5
     p.flush()
     assert sink.offline["user_context"][0]["context_events_1h"].to_list() == [5]
 
@@ -176,10 +176,58 @@ def test_replayed_batch_does_not_double_count_and_bad_messages_go_to_dlq(tmp_pat
 def test_withdrawal_erases_online_rows_and_state(tmp_path):
     p, sink, _ = _pipeline(tmp_path)
     p.process([Record("c", 0, 0, ctx_event().SerializeToString())])
-    assert "u1" in sink.online["user_context"]
+    assert p.pseudonym("u1") in sink.online["user_context"]
     withdraw = pb.ConsentEvent(event_id="w", event_time_ms=NOW + 1, user_id="u1", consent=pb.Consent(context=True))
     later = ctx_event(eid="e2", ts=NOW + 2)          # still claims personalization: the withdrawal wins
     result = p.process([Record("s", 0, 0, withdraw.SerializeToString()), Record("c", 0, 1, later.SerializeToString())])
     assert result.counts["consent.erased_users"] == 1 and result.counts["kept.context.not_personalized"] == 1
-    assert "u1" not in sink.online["user_context"]
-    assert p.state.buckets("uc", ["u1"]).height == 0
+    assert p.pseudonym("u1") not in sink.online["user_context"]
+    assert p.state.buckets("uc", [p.pseudonym("u1")]).height == 0
+
+
+def test_stored_user_ids_are_pseudonyms_and_anonymous_feedback_stays_empty(tmp_path):
+    """Streaming stores privacy.pseudonymize(app id) (what serving looks up), never the app id or a hash of ""."""
+    from privacy import pseudonymize
+    from serving import pseudonymize as serving_key
+    from sightline.settings import PrivacySettings
+
+    p = Pipeline(kinds_by_topic={"c": "context", "f": "feedback"}, state=StateStore(tmp_path / "state.db"),
+                 sink=FakeSink(), dead_letters=FakeDLQ(), matcher=LexiconMatcher(), data_dir=tmp_path,
+                 clock=lambda: NOW / 1000 + 1, hmac_key="k-test")
+    anonymous = pb.FeedbackEvent(event_id="f-anon", event_time_ms=NOW, user_id="", type=pb.IMPRESSION, item_id="cr1",
+                                 consent=pb.Consent(context=True, personalization=False, measurement=True))
+    p.process([Record("c", 0, 0, ctx_event().SerializeToString()), Record("f", 0, 0, anonymous.SerializeToString())])
+    stored = set(p.sink.online["user_context"])
+    assert stored == {pseudonymize("u1", "k-test")} == {serving_key("u1", "k-test")}
+    assert p.pseudonym("") == ""
+    p.flush()
+    from features import read_events
+
+    assert read_events(tmp_path, "feedback")["user_id"].to_list() == [""]
+    # the default key is the development key load_settings gives
+    assert _pipeline(tmp_path / "d")[0].pseudonym("u1") == pseudonymize("u1", PrivacySettings().hmac_key)
+
+
+def test_events_of_an_erased_user_produced_before_the_erasure_are_dropped(tmp_path):
+    from privacy import Tombstones, tombstone_path
+
+    p, sink, _ = _pipeline(tmp_path)
+    Tombstones(path=tombstone_path(tmp_path)).add([p.pseudonym("u1")], erased_at_ms=NOW)
+    late = p.process([Record("c", 0, 0, ctx_event(eid="late", ts=NOW - 1000).SerializeToString())])
+    assert late.counts["dropped.context.erased"] == 1 and "user_context" not in sink.online
+    back = p.process([Record("c", 0, 1, ctx_event(eid="back", ts=NOW + 1000).SerializeToString())])
+    assert back.counts["stored"] == 1 and p.pseudonym("u1") in sink.online["user_context"]
+
+
+def test_erasure_deletes_the_consent_row_and_zeroes_the_freed_pages(tmp_path):
+    from streaming._consent import Purposes
+
+    path = tmp_path / "state.db"
+    state = StateStore(path)
+    with state.transaction() as db:
+        state.set_consent(db, "secret-user-0123456789", NOW, Purposes(True, True, True))
+    with state.transaction() as db:
+        StateStore.erase_user_state(db, ["secret-user-0123456789"])
+    assert state.consent(["secret-user-0123456789"]) == {}
+    assert not [f.name for f in tmp_path.glob("state.db*") if b"secret-user-0123456789" in f.read_bytes()]
+    state.close()
