@@ -171,6 +171,8 @@ class IngestWorker:
         try:
             while not stop.is_set():
                 polled = self.consumer.poll(timeout_ms=s.poll_timeout_ms, max_records=s.max_poll_records)
+                if polled:
+                    self._consent_first(polled)
                 records = [r for batch in polled.values() for r in batch]
                 if records:
                     last_record = time.monotonic()
@@ -199,6 +201,41 @@ class IngestWorker:
         finally:
             self.close()
         return self.totals
+
+    def _consent_first(self, polled: dict) -> None:
+        """Add every consent record already in the broker (up to the last known high-water mark) to this batch.
+
+        Consent and events are on separate topics, so a poll can return a user's event before
+        the ConsentEvent produced ahead of it (a re-grant, a withdrawal); the pipeline applies
+        a batch's consent events first, so draining the consent partitions here makes a consent
+        event produced before an event apply before it. Other partitions are paused meanwhile
+        (records they had fetched are fetched again: their positions did not move)."""
+        consent_topic = self.settings.topic("consent")
+        assigned = self.consumer.assignment()
+        consent = [tp for tp in assigned if tp.topic == consent_topic]
+        if not consent:
+            return
+
+        def behind() -> bool:
+            for tp in consent:
+                hw = self.consumer.highwater(tp)
+                if hw is not None and self.consumer.position(tp) < hw:
+                    return True
+            return False
+
+        if not behind():
+            return
+        others = [tp for tp in assigned if tp.topic != consent_topic]
+        self.consumer.pause(*others)
+        try:
+            for _ in range(50):   # bounded: a consent topic written faster than we read is drained next round
+                more = self.consumer.poll(timeout_ms=100, max_records=self.settings.streaming.max_poll_records)
+                for tp, batch in more.items():
+                    polled.setdefault(tp, []).extend(batch)
+                if not behind():
+                    break
+        finally:
+            self.consumer.resume(*others)
 
     def _caught_up(self) -> bool:
         """True when every assigned partition has been consumed to its end offset."""
