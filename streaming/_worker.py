@@ -9,6 +9,7 @@ nothing in the normal case.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -23,15 +24,32 @@ from streaming.errors import IngestUnavailable, InvalidMessage
 
 log = logging.getLogger(__name__)
 
-_DLQ_MAX_VALUE = 900_000   # keep a DLQ copy under the broker's default 1 MB message limit
+_DLQ_KEEP_BYTES = 4096     # the DLQ copy keeps this much of the original (+ its size and sha256)
+_DLQ_BUFFER_MAX = 2000     # bad records held before they are handed to the producer in one run
 
 
 class KafkaDeadLetters:
-    """Sends a rejected record to ``<topic>.dlq``: original key and bytes, reason and source in headers."""
+    """Sends a rejected record to ``<topic>.dlq``: its key, the first ``keep_bytes`` of its value,
+    and reason, source, full size and sha256 of the original in headers.
 
-    def __init__(self, producer, worker_id: str) -> None:
+    Copies are collected and handed to the producer in runs (at ``flush``, or every
+    ``buffer_max`` records), not one by one between good records: a burst of bad messages
+    must cost the worker no more than good ones (bench.hostile). Truncation bounds what a
+    burst of oversize garbage costs the broker and the DLQ; the sha256 still identifies the
+    original, which stays on the source topic until retention (its offset is in the headers).
+    ``flush`` runs before offsets are committed, so no bad record is lost on a crash."""
+
+    PRODUCER_CONFIG = {"linger_ms": 20, "batch_size": 256 * 1024, "max_request_size": 1_048_576}
+    """KafkaProducer settings for the DLQ producer: big batches, so a burst of copies wakes the
+    producer's I/O thread per 256 KB, not per record (bench.hostile: ratio 0.26 → 0.42)."""
+
+    def __init__(self, producer, worker_id: str, *, keep_bytes: int = _DLQ_KEEP_BYTES,
+                 buffer_max: int = _DLQ_BUFFER_MAX) -> None:
         self._producer = producer
         self._worker = worker_id.encode()
+        self._keep = keep_bytes
+        self._buffer_max = buffer_max
+        self._pending: list[tuple] = []
 
     def send(self, record, kind: str, error: InvalidMessage) -> None:
         value = record.value or b""
@@ -39,14 +57,24 @@ class KafkaDeadLetters:
             ("error.reason", error.reason.encode()), ("error.detail", error.detail.encode()[:1000]),
             ("source.topic", record.topic.encode()), ("source.partition", str(record.partition).encode()),
             ("source.offset", str(record.offset).encode()), ("source.timestamp_ms", str(record.timestamp).encode()),
-            ("source.size", str(len(value)).encode()), ("worker", self._worker),
+            ("source.size", str(len(value)).encode()), ("source.sha256", hashlib.sha256(value).hexdigest().encode()),
+            ("worker", self._worker),
         ]
-        if len(value) > _DLQ_MAX_VALUE:
+        if len(value) > self._keep:
             headers.append(("value.truncated", b"true"))
-            value = value[:_DLQ_MAX_VALUE]
-        self._producer.send(f"{record.topic}.dlq", key=record.key, value=value, headers=headers)
+            value = value[:self._keep]
+        self._pending.append((f"{record.topic}.dlq", record.key, value, headers))
+        if len(self._pending) >= self._buffer_max:
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        send = self._producer.send
+        for topic, key, value, headers in pending:
+            send(topic, key=key, value=value, headers=headers)
 
     def flush(self) -> None:
+        self._send_pending()
         self._producer.flush(timeout=30)
 
 
@@ -125,8 +153,8 @@ class IngestWorker:
         self.state = StateStore(state_path(s.data_dir))
         topics = {s.topic(k): k for k in self.streams}
         try:
-            self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                          max_request_size=1_048_576, client_id=f"sightline-ingest-dlq-{self.worker_id}")
+            self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **KafkaDeadLetters.PRODUCER_CONFIG,
+                                          client_id=f"sightline-ingest-dlq-{self.worker_id}")
             self.consumer = KafkaConsumer(
                 bootstrap_servers=bootstrap, group_id=s.streaming.group_id, enable_auto_commit=False,
                 auto_offset_reset="earliest", max_poll_records=s.streaming.max_poll_records,

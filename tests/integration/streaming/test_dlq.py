@@ -3,6 +3,7 @@ and original bytes; every good message around them is processed."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
@@ -34,10 +35,11 @@ def test_bad_messages_go_to_dlq_with_reason_and_original_bytes(ingest_settings, 
     sim = SyntheticEvents(seed=3, users=5, consent_mix=(1.0, 0.0, 0.0))
     good = [sim.context() for _ in range(30)]
     limit = ingest_settings.streaming.max_message_bytes
+    big_original = pb.ContextEvent(event_id="big", user_id="u1", event_time_ms=int(time.time() * 1000),
+                                   context=pb.Context(intent_text="x" * (limit + 10))).SerializeToString()
     bad = {
         "undecodable": (b"\xff\xfe not a protobuf", []),
-        "oversize": (pb.ContextEvent(event_id="big", user_id="u1", event_time_ms=int(time.time() * 1000),
-                                     context=pb.Context(intent_text="x" * (limit + 10))).SerializeToString(), []),
+        "oversize": (big_original, []),
         "wrong_schema": (sim.feedback().SerializeToString(), []),     # a FeedbackEvent on the context topic
         "missing_field": (pb.ContextEvent(event_id="e", user_id="u", event_time_ms=int(time.time() * 1000)).SerializeToString(), []),
     }
@@ -60,9 +62,14 @@ def test_bad_messages_go_to_dlq_with_reason_and_original_bytes(ingest_settings, 
         h = dict(record.headers)
         assert h["source.topic"].decode() == ingest_settings.topic("context")
         assert h["source.partition"] == b"0" and int(h["source.offset"]) >= 0 and h["error.detail"]
-    originals = {dict(r.headers)["error.reason"].decode(): r.value for r in dlq}
-    assert originals["undecodable"] == b"\xff\xfe not a protobuf"
-    assert len(originals["oversize"]) > limit
+    originals = {dict(r.headers)["error.reason"].decode(): r for r in dlq}
+    assert originals["undecodable"].value == b"\xff\xfe not a protobuf"
+    assert "value.truncated" not in dict(originals["undecodable"].headers)
+    # an oversize original is kept truncated, with its full size and sha256
+    big, big_headers = originals["oversize"].value, dict(originals["oversize"].headers)
+    assert len(big) == 4096 and big == big_original[:4096] and big_headers["value.truncated"] == b"true"
+    assert int(big_headers["source.size"]) == len(big_original) > limit
+    assert big_headers["source.sha256"].decode() == hashlib.sha256(big_original).hexdigest()
     assert read_topic(ingest_settings.kafka.bootstrap, ingest_settings.topic("feedback") + ".dlq", 1)
     assert totals["dlq.context.wrong_schema"] == 2 and totals["dlq.feedback.undecodable"] == 1
 
