@@ -77,6 +77,8 @@ class ServingSettings(_Section):
     """How long an impression token stays valid for ReportFeedback."""
     log_buffer: int = Field(100_000, ge=100)
     """Events the background Kafka logger holds in memory; beyond it Recommend waits (back-pressure, never drops)."""
+    event_log_process: bool = True
+    """Run the Kafka producer of the event log in a child process (its pure-Python encoding off the server's GIL)."""
     reserve_ecpm: float = Field(0.0, ge=0)
     """Default auction reserve (eCPM); an experiment arm may override it."""
     quality_floor: float = Field(0.0, ge=0, le=1)

@@ -28,7 +28,8 @@ def _consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0)
     return out
 
 
-def test_events_reach_kafka_and_shutdown_flushes(kafka_settings, serving_kit):
+@pytest.mark.parametrize("process", [True, False], ids=["producer-process", "producer-thread"])
+def test_events_reach_kafka_and_shutdown_flushes(kafka_settings, serving_kit, process):
     from experiments import Arm, Experiment, ExperimentStore
     from serving import KafkaEventLog
 
@@ -38,7 +39,7 @@ def test_events_reach_kafka_and_shutdown_flushes(kafka_settings, serving_kit):
     exp.create(Experiment(id="kafka-exp", arms=(Arm(name="a", weight=1), Arm(name="b", weight=1))))
     exp.start("kafka-exp")
     exp.close()
-    events = KafkaEventLog(settings.kafka.bootstrap)
+    events = KafkaEventLog(settings.kafka.bootstrap, process=process)
     r = serving_kit.start_server(settings, events=events, feature_store=False)
     served = 0
     try:
