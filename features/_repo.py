@@ -26,7 +26,10 @@ class FeatureRepoError(Exception):
 def render_feature_store_yaml(settings: Settings) -> str:
     repo = settings.feast_dir.resolve()
     if settings.feast.online_store == "redis":
-        online = f"online_store:\n  type: redis\n  connection_string: \"{settings.feast.redis_url}\"\n"
+        # Rows of users who stopped using the app must not outlive the retention period.
+        ttl = settings.privacy.retention_days * 86_400
+        online = (f"online_store:\n  type: redis\n  connection_string: \"{settings.feast.redis_url}\"\n"
+                  f"  key_ttl_seconds: {ttl}\n")
     else:
         online = f"online_store:\n  type: sqlite\n  path: {repo / 'online.db'}\n"
     return (

@@ -65,3 +65,4 @@ def test_prod_profile_renders_a_redis_online_store(make_settings):
     settings = make_settings(feast={"online_store": "redis", "redis_url": "127.0.0.1:6380"})
     yaml = render_feature_store_yaml(settings)
     assert "type: redis" in yaml and "127.0.0.1:6380" in yaml
+    assert f"key_ttl_seconds: {settings.privacy.retention_days * 86400}" in yaml  # retention on Redis too
