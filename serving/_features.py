@@ -79,12 +79,13 @@ class ItemFeatureCache:
     """
 
     def __init__(self, store_factory: Callable[[], object], ids_fn: Callable[[], tuple[Iterable[str], Iterable[str]]],
-                 *, refresh_s: float = 5.0, chunk: int = 2000) -> None:
+                 *, refresh_s: float = 5.0, chunk: int = 250, pause_s: float = 0.002) -> None:
         self._factory = store_factory
         self._store = None
         self._ids_fn = ids_fn
         self.refresh_s = refresh_s
         self._chunk = chunk
+        self._pause_s = pause_s
         self._items: Mapping[str, dict] = {}
         self._campaigns: Mapping[str, dict] = {}
         self._stop = threading.Event()
@@ -102,7 +103,11 @@ class ItemFeatureCache:
     def _read(self, view: str, key: str, prefix: str, ids: list[str]) -> dict[str, dict]:
         refs = _feature_refs(view)
         out: dict[str, dict] = {}
+        # small chunks with a pause between them: one Feast read of 2,000 rows held the GIL for
+        # ~200 ms and stalled every request thread (p99 spikes of up to 1.3 s at 100 rps)
         for i in range(0, len(ids), self._chunk):
+            if i and self._pause_s:
+                time.sleep(self._pause_s)
             part = ids[i:i + self._chunk]
             data = self._store.get_online_features(features=refs, entity_rows=[{key: x} for x in part]).to_dict()
             names = [n for n in data if n != key]
