@@ -27,7 +27,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
 
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     return str(value)
 
 
