@@ -7,9 +7,6 @@ rewrite them. Layout: ``<data_dir>/events/<kind>/part-<epoch_ms>-<uuid>.parquet`
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
 from pathlib import Path
 
 EVENT_KINDS = ("feedback", "exposures")
@@ -56,22 +53,9 @@ def event_log_dir(data_dir: Path, kind: str) -> Path:
 
 def append_events(data_dir: Path, kind: str, table) -> Path | None:
     """Append rows (pyarrow Table, polars or pandas DataFrame) as one new part file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from features._offline import append_part
 
-    schema = _schema(kind)
-    if not isinstance(table, pa.Table):
-        table = table.to_arrow() if hasattr(table, "to_arrow") else pa.Table.from_pandas(table, preserve_index=False)
-    if table.num_rows == 0:
-        return None
-    table = table.select(schema.names).cast(schema)
-    directory = event_log_dir(data_dir, kind)
-    directory.mkdir(parents=True, exist_ok=True)
-    name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = directory / f".{name}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, directory / name)
-    return directory / name
+    return append_part(event_log_dir(data_dir, kind), table, _schema(kind))
 
 
 def read_events(data_dir: Path, kind: str):

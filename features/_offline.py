@@ -31,22 +31,25 @@ def seed_offline(feast_dir: Path) -> None:
             pq.write_table(arrow_schema(view).empty_table(), seed)
 
 
-def write_offline(feast_dir: Path, view: str, table) -> Path | None:
-    """Append ``table`` (pyarrow Table, polars or pandas DataFrame) as a new part file."""
+def append_part(directory: Path, table, schema) -> Path | None:
+    """Write ``table`` (pyarrow, polars or pandas) cast to ``schema`` as one new part file
+    in ``directory``: temp name, then an atomic rename. None when there are no rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    spec = VIEWS_BY_NAME[view]
     if not isinstance(table, pa.Table):
         table = table.to_arrow() if hasattr(table, "to_arrow") else pa.Table.from_pandas(table, preserve_index=False)
     if table.num_rows == 0:
         return None
-    schema = arrow_schema(spec)
     table = table.select(schema.names).cast(schema)
-    directory = offline_dir(feast_dir, view)
     directory.mkdir(parents=True, exist_ok=True)
     name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = directory / f".{name}.tmp"
     pq.write_table(table, tmp)
     os.replace(tmp, directory / name)
     return directory / name
+
+
+def write_offline(feast_dir: Path, view: str, table) -> Path | None:
+    """Append ``table`` (pyarrow Table, polars or pandas DataFrame) as a new part file."""
+    return append_part(offline_dir(feast_dir, view), table, arrow_schema(VIEWS_BY_NAME[view]))
