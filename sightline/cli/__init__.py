@@ -71,6 +71,15 @@ def main(ctx: click.Context, config: Path | None, profile: str | None, data_dir:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if verbose == 0:
+        # Library chatter that says nothing actionable to an operator; -v shows it again.
+        import warnings
+
+        logging.getLogger("kafka").setLevel(logging.ERROR)
+        logging.getLogger("torchrec").setLevel(logging.ERROR)
+        for module in ("fbgemm_gpu", "torch", "torchrec", "feast"):
+            warnings.filterwarnings("ignore", module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     overrides: dict = {}
     if profile:
         overrides["profile"] = profile
