@@ -114,6 +114,7 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
                 log.warning("feature store unavailable at start-up (%s); serving context-only", exc)
         if item_features is not None:
             item_features.start()
+        _warm_rankers(rankers, settings.models.serving_alias, experiments)
         # the catalog and the model are long-lived: keep the cyclic GC from rescanning them (p99)
         import gc
 
@@ -129,6 +130,19 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
 
     return Service(RECOMMENDATION_SERVICE, serving_pb2_grpc.add_RecommendationServiceServicer_to_server,
                    servicer, RECOMMENDATION_SCOPES, on_stop=on_stop, on_start=on_start)
+
+
+def _warm_rankers(rankers, default_ref: str, experiments) -> None:
+    """Load every model a request may ask for before the server reports SERVING: loading
+    a TorchRec model takes about a second, which no request should pay."""
+    refs = {default_ref}
+    if experiments is not None and hasattr(experiments, "ranker_refs"):
+        try:
+            refs |= experiments.ranker_refs()
+        except Exception as exc:  # noqa: BLE001 - the experiment store may be down; serve anyway
+            log.warning("could not list experiment rankers to preload (%s)", exc)
+    for ref in sorted(refs):
+        rankers.get(ref)  # falls back (and logs) when the registry lacks it
 
 
 def app_services(settings) -> list[Service]:

@@ -85,6 +85,10 @@ class Experiments:
         self._cache = cache
         self._logger = ExposureLogger(sink)
 
+    def ranker_refs(self) -> set[str]:
+        """Every model alias or version a running experiment's arm may ask for."""
+        return {arm.params.ranker for exp in self._cache.running() for arm in exp.arms if arm.params.ranker}
+
     def assign(self, *, user_id: str, request_id: str, consent) -> list:
         from experiments import assign_request
 
