@@ -89,10 +89,13 @@ class Experiments:
         """Every model alias or version a running experiment's arm may ask for."""
         return {arm.params.ranker for exp in self._cache.running() for arm in exp.arms if arm.params.ranker}
 
-    def assign(self, *, user_id: str, request_id: str, consent) -> list:
+    def assign(self, *, user_id: str, request_id: str, consent, unit_user_id: str | None = None) -> list:
+        """Arms for this request. User units hash ``unit_user_id`` (the pseudonym, the only
+        user id the logs keep, so analysis can re-derive every unit's arm); ``user_id``
+        (the app's id) only rides on the exposure event, which ingestion pseudonymizes."""
         from experiments import assign_request
 
-        assignments = assign_request(self._cache.running(), user_id=user_id, request_id=request_id,
+        assignments = assign_request(self._cache.running(), user_id=unit_user_id or user_id, request_id=request_id,
                                      personalization=consent.personalization)
         self._logger.log(assignments, user_id=user_id if consent.personalization else "", request_id=request_id,
                          consent=consent)
@@ -175,6 +178,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         request_id = request.request_id or uuid.uuid4().hex
         consent = request.consent
         personal = consent.personalization
+        user_key = pseudonymize(request.user_id, self._hmac_key) if personal else ""
         c = self.counters
         c.add("requests")
 
@@ -182,7 +186,8 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         assignments = []
         if self._experiments is not None:
             try:
-                assignments = self._experiments.assign(user_id=request.user_id, request_id=request_id, consent=consent)
+                assignments = self._experiments.assign(user_id=request.user_id, request_id=request_id, consent=consent,
+                                                       unit_user_id=user_key or None)
             except Exception as exc:  # noqa: BLE001 - experiments must never break serving
                 c.add("experiments_unavailable")
                 log.debug("experiment assignment failed: %s", exc)
@@ -196,7 +201,6 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         ctx = self._index.context(device=DEVICE_NAMES.get(x.device, ""), scene=x.scene, objects=x.objects,
                                   intent_text=x.intent_text, location_category=x.location_category, region=x.region,
                                   local_hour=x.local_hour, local_weekday=x.local_weekday)
-        user_key = pseudonymize(request.user_id, self._hmac_key) if personal else ""
         user: dict = {}
         if not personal:
             c.add("user_features_fallback_no_consent")

@@ -134,7 +134,9 @@ class Pipeline:
         """Replace the app's ids in the decoded message, before anything is stored or logged."""
         msg.user_id = self.pseudonym(msg.user_id)
         if kind == "exposures" and msg.unit_type == "user" and msg.unit_id:
-            msg.unit_id = self.pseudonym(msg.unit_id)
+            # A user unit is the user: store the same pseudonym (serving already assigns on
+            # it, so the analysis can re-derive the arm; a raw id from another producer is hashed).
+            msg.unit_id = msg.user_id or self.pseudonym(msg.unit_id)
 
     # ------------------------------------------------------------------ per batch
     def process(self, records: list) -> BatchResult:

@@ -71,4 +71,8 @@ def test_events_reach_kafka_and_shutdown_flushes(kafka_settings, serving_kit, pr
     assert all(dict(m.headers)["schema"] == b"sightline.v1.FeedbackEvent" for m in feedback)
     exposures = _consume(settings.kafka.bootstrap, settings.topic("exposures"), 4)
     units = {events_pb2.ExposureEvent.FromString(m.value).unit_id for m in exposures}
-    assert units == {f"user-{i}" for i in range(4)}, "one exposure per user and experiment"
+    # User units are the pseudonyms (what the logs keep), so analysis can re-derive each arm.
+    from serving import pseudonymize
+
+    key = settings.privacy.hmac_key
+    assert units == {pseudonymize(f"user-{i}", key) for i in range(4)}, "one exposure per user and experiment"
