@@ -59,6 +59,15 @@ def test_small_demo_tells_the_whole_story(demo_dir, tmp_path):
     assert fed.get("in.feedback", 0) >= respond["impressions"] * 0.5
     assert not any(k.startswith("dlq.") for k in fed), f"serving's feedback reached a DLQ: {fed}"
 
+    # The analyst's report trusts the data: every exposed unit's arm re-derives from the
+    # golden hash over the ids the logs keep (pseudonyms), and no feedback is orphaned.
+    report = _sightline(demo_dir, "experiments", "report", "demo_ranker", "--format", "json", timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    quality = json.loads(report.stdout)["data_quality"]
+    assert quality["assignment"]["units_checked"] > 0
+    assert quality["assignment"]["arm_mismatches"] == 0, quality
+    assert quality["orphan_feedback_rows"] == 0 and quality["units_in_several_arms"] == 0, quality
+
     # Idempotent: a second run reuses the world, the models and the experiment.
     again = _sightline(demo_dir, "demo", "--small", "--no-progress", "--requests", "50", timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
