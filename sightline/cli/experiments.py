@@ -125,17 +125,22 @@ def show(ctx: click.Context, experiment_id: str, fmt: str) -> None:
     click.echo(json.dumps(data, indent=2) if fmt == "json" else yaml.safe_dump(data, sort_keys=False))
 
 
+def _transition(ctx: click.Context, action: str, experiment_id: str):
+    """Run a store lifecycle call (``start``/``stop``), turning its errors into CLI errors."""
+    from experiments import ExperimentError
+
+    try:
+        return getattr(_store(ctx), action)(experiment_id)
+    except ExperimentError as exc:
+        raise _fail(exc) from None
+
+
 @cli.command()
 @click.argument("experiment_id")
 @click.pass_context
 def start(ctx: click.Context, experiment_id: str) -> None:
     """Start a draft (servers pick it up within their refresh interval, no restart)."""
-    from experiments import ExperimentError
-
-    try:
-        exp = _store(ctx).start(experiment_id)
-    except ExperimentError as exc:
-        raise _fail(exc) from None
+    exp = _transition(ctx, "start", experiment_id)
     click.echo(f"experiment {exp.id} is running since {exp.started_at}")
 
 
@@ -144,12 +149,7 @@ def start(ctx: click.Context, experiment_id: str) -> None:
 @click.pass_context
 def stop(ctx: click.Context, experiment_id: str) -> None:
     """Stop an experiment (final; a new split needs a new experiment)."""
-    from experiments import ExperimentError
-
-    try:
-        exp = _store(ctx).stop(experiment_id)
-    except ExperimentError as exc:
-        raise _fail(exc) from None
+    exp = _transition(ctx, "stop", experiment_id)
     click.echo(f"experiment {exp.id} stopped at {exp.stopped_at}")
 
 
