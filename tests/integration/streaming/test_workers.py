@@ -53,13 +53,23 @@ def last_assignment(settings, worker_id: str) -> str | None:
     return lines[-1].split(" assigned ", 1)[1] if lines else None
 
 
-def wait_for(predicate, timeout_s: float, what: str) -> None:
+def wait_for(predicate, timeout_s: float, what: str, settings=None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}" + _worker_log_tails(settings))
+
+
+def _worker_log_tails(settings, lines: int = 15) -> str:
+    """The end of every worker's log, so a timeout says what the workers were doing."""
+    if settings is None:
+        return ""
+    tails = []
+    for log in sorted(Path(settings.data_dir).glob("worker-*.log")):
+        tails.append(f"\n--- {log.name} (last {lines} lines) ---\n" + "\n".join(log.read_text().splitlines()[-lines:]))
+    return "".join(tails)
 
 
 def expected_and_check(settings, sim, ctx, fb) -> None:
@@ -98,7 +108,7 @@ def test_sigkill_mid_batch_then_restart_reflects_every_event_exactly_once(ingest
 
     proc = spawn(settings, "0", slow_s=0.15)
     try:
-        wait_for(lambda: seen_count(settings) >= 150, 60, "150 events in the state store")
+        wait_for(lambda: seen_count(settings) >= 150, 120, "150 events in the state store", settings)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -118,14 +128,16 @@ def test_two_workers_share_partitions_and_hand_over_on_stop(ingest_settings, pro
     procs = [spawn(ingest_settings, "0"), spawn(ingest_settings, "1")]
     try:
         # the group has settled when both members hold partitions (each one of every topic's two)
+        # Two cold worker processes import polars, Feast and kafka-python and then rebalance: a few
+        # seconds alone, far more on a loaded 2-core machine, hence the generous bound.
         wait_for(lambda: all((last_assignment(ingest_settings, w) or "[]").count("(") == 4 for w in ("0", "1")),
-                 60, "both workers to be assigned half of the partitions")
+                 180, "both workers to be assigned half of the partitions", ingest_settings)
         ctx = [sim.context(time_ms=now - sim.rng.randint(0, 3_600_000)) for _ in range(200)]
         fb = [sim.feedback(time_ms=now - sim.rng.randint(0, 3_600_000)) for _ in range(100)]
         produce("context", ctx)
         produce("feedback", fb)
         kept = sum(m.consent.context for m in ctx + fb)
-        wait_for(lambda: seen_count(ingest_settings) >= kept, 90, "both workers to consume phase 1")
+        wait_for(lambda: seen_count(ingest_settings) >= kept, 90, "both workers to consume phase 1", ingest_settings)
         wait_for(lambda: all(read_stats(ingest_settings, with_kafka=False).workers.get(w, {}).get("stored", 0) > 0
                              for w in ("0", "1")), 20, "both workers to report stored events")
 
@@ -139,7 +151,7 @@ def test_two_workers_share_partitions_and_hand_over_on_stop(ingest_settings, pro
         produce("context", ctx2)
         produce("feedback", fb2)
         kept += sum(m.consent.context for m in ctx2 + fb2)
-        wait_for(lambda: seen_count(ingest_settings) >= kept, 90, "worker 0 to take over every partition")
+        wait_for(lambda: seen_count(ingest_settings) >= kept, 90, "worker 0 to take over every partition", ingest_settings)
         log0 = (Path(ingest_settings.data_dir) / "worker-0.log").read_text()
         assert log0.count("assigned") >= 2          # initial share, then everything after the hand-over
         procs[0].send_signal(signal.SIGTERM)
