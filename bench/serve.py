@@ -37,6 +37,8 @@ from bench._common import emit, median, progress
 
 ROOT = Path(__file__).resolve().parents[1]
 P99_LIMIT_MS = 50.0
+OPENLOOP_CHANNELS = 4
+"""Connections the open-loop client spreads its calls over (several apps, not one)."""
 
 
 # ----------------------------------------------------------------------------- server process
@@ -128,30 +130,38 @@ def _read_requests(path: Path) -> list[bytes]:
 
 
 def _openloop_client(args) -> int:
-    """Child process: send at a fixed schedule with grpc futures (no gevent), record latencies."""
+    """Child process: send on a fixed schedule with grpc futures (no gevent), record latencies.
+
+    Open loop: request ``i`` is due at ``start + i / rate`` whatever happened to the earlier
+    ones, and its latency counts from that due time, not from when this process got round
+    to sending it — so a client (or server) stall shows up in the latencies instead of
+    silently lowering the offered rate (coordinated omission). ``--channels`` spreads the
+    calls round-robin over several connections, as many apps would."""
     import grpc
 
     from proto import serving_pb2, serving_pb2_grpc
 
     requests = [serving_pb2.RecommendRequest.FromString(b) for b in _read_requests(Path(args.requests))]
-    channel = grpc.insecure_channel(f"127.0.0.1:{args.port}")
-    stub = serving_pb2_grpc.RecommendationServiceStub(channel)
+    channels = [grpc.insecure_channel(f"127.0.0.1:{args.port}", options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(max(1, args.channels))]
+    stubs = [serving_pb2_grpc.RecommendationServiceStub(c) for c in channels]
+    for c in channels:   # connect every channel before the clock starts
+        grpc.channel_ready_future(c).result(timeout=10)
     metadata = [("x-api-key", args.key)]
     samples: list = []
     futures = []
     rate, n = args.openloop, int(args.openloop * args.seconds)
-    t_start = time.perf_counter()
-    wall_start = time.time()
+    t_start = time.perf_counter() + 0.05
+    wall_start = time.time() + 0.05
     for i in range(n):
-        target = t_start + i / rate
-        delay = target - time.perf_counter()
+        due = t_start + i / rate
+        delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        t0 = time.perf_counter()
-        future = stub.Recommend.future(requests[i % len(requests)], metadata=metadata, timeout=2.0)
+        future = stubs[i % len(stubs)].Recommend.future(requests[i % len(requests)], metadata=metadata, timeout=2.0)
 
-        def done(f, t0=t0):
-            samples.append((wall_start + (t0 - t_start), (time.perf_counter() - t0) * 1000.0, f.exception() is None))
+        def done(f, due=due):
+            samples.append((wall_start + (due - t_start), (time.perf_counter() - due) * 1000.0, f.exception() is None))
 
         future.add_done_callback(done)
         futures.append(future)
@@ -162,14 +172,16 @@ def _openloop_client(args) -> int:
             pass
     time.sleep(0.1)
     Path(args.out).write_text(json.dumps({"samples": samples}))
-    channel.close()
+    for c in channels:
+        c.close()
     return 0
 
 
 def _openloop(port: int, rate: float, seconds: float, requests_file: Path, key: str) -> list[tuple[float, float, bool]]:
     out = Path(tempfile.mktemp(suffix=".json"))
     subprocess.run([sys.executable, "-m", "bench.serve", "--openloop", str(rate), "--port", str(port),
-                    "--seconds", str(seconds), "--requests", str(requests_file), "--key", key, "--out", str(out)],
+                    "--seconds", str(seconds), "--requests", str(requests_file), "--key", key, "--out", str(out),
+                    "--channels", str(OPENLOOP_CHANNELS)],
                    cwd=ROOT, check=True, timeout=seconds + 120)
     samples = [tuple(x) for x in json.loads(out.read_text())["samples"]]
     out.unlink()
@@ -298,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--channels", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return _serve(args)

@@ -24,8 +24,9 @@ class ProductCandidate(NamedTuple):
     explanation: str
 
 
-@dataclass(frozen=True)
-class AdCandidate:
+class AdCandidate(NamedTuple):
+    """An ad whose targeting matched, with the match (relevance, explanation)."""
+
     spec: AdSpec
     match: Match
 
@@ -48,6 +49,9 @@ class Catalog:
     product_heads: Mapping[str, tuple] | None = None
     """Leaf → ``(product, sku, price, quality term)`` per product of ``products_by_category`` (same order):
     the request path scores ~200 of them without attribute lookups."""
+    named_products: Mapping[str, tuple] | None = None
+    """``word_index`` with the products resolved: word → ``(product, sku, category, price, quality term
+    or None)`` of its in-stock products (a request checks ~100 of them; attribute lookups add up)."""
 
     @property
     def item_ids(self) -> list[str]:
@@ -87,6 +91,15 @@ def _heads(products) -> tuple:
     return tuple((p, p.sku, p.price, 0.3 * (p.quality - 0.5) if p.quality is not None else 0.0) for p in products)
 
 
+def _named(products, skus) -> tuple:
+    out = []
+    for sku in skus:
+        p = products[sku]
+        if p.availability != "out_of_stock":
+            out.append((p, sku, p.category, p.price, 0.3 * (p.quality - 0.5) if p.quality is not None else None))
+    return tuple(out)
+
+
 def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
     """Derive the request-path view of a ``CampaignSnapshot`` (once per snapshot version)."""
     ads = _ad_specs(snapshot, index, day)
@@ -115,13 +128,16 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
     for i, a in enumerate(ads):
         for cat in a.categories or ("*",):
             ads_by_cat.setdefault(cat, []).append(i)
+    products = snapshot.products
+    kept_words = {w: tuple(skus) for w, skus in word_index.items() if len(skus) <= 300}
     return Catalog(
+        named_products={w: _named(products, skus) for w, skus in kept_words.items()},
         budgets={a.campaign_id: a.daily_budget for a in ads},
         ads_by_category={k: tuple(v) for k, v in ads_by_cat.items()},
         version=snapshot.version, ads=tuple(ads), products=snapshot.products, products_by_category=by_cat,
         product_heads={k: _heads(v) for k, v in by_cat.items()},
         product_words=product_words,
-        word_index={w: tuple(skus) for w, skus in word_index.items() if len(skus) <= 300},
+        word_index=kept_words,
         scene_categories=scene_cats, top_leaves={k: tuple(v) for k, v in top_leaves.items()},
     )
 
@@ -162,73 +178,85 @@ def context_categories(catalog: Catalog, ctx: RequestContext, affinity: Mapping[
 
 def product_candidates(catalog: Catalog, ctx: RequestContext, index: ContextIndex, *,
                        affinity: Mapping[str, float] = {}, limit: int = 200) -> list[ProductCandidate]:
-    """Up to ``limit`` in-stock products from the context's leaves (then their tops), by relevance."""
+    """Up to ``limit`` products from the context's leaves (then their tops), by relevance.
+
+    First the in-stock products the user named (brand or title words) in the relevant
+    leaves, then the head (best rated) of each leaf, strongest first, each leaf a quota by
+    weight. This runs for ~200 products per request, so it works on rows precomputed per
+    snapshot (``Catalog.product_heads``, ``Catalog.named_products``), builds each leaf's
+    explanation only when the leaf is used, and sorts plain tuples.
+    """
     cats = context_categories(catalog, ctx, affinity)
     if not cats:
         return []
     said = set(ctx.intent_words) | set(ctx.objects)
-    seen_cats = set(index.leaves_for(ctx.objects))
-    scored: list[ProductCandidate] = []
-    seen: set[str] = set()
     leaves = sorted(cats.items(), key=lambda kv: (-kv[1], kv[0]))
     # siblings of the strongest leaves fill up when the leaves alone are too few
     siblings = [(s, 0.25 * w) for c, w in leaves[:3] for s in catalog.top_leaves.get(c.split("/", 1)[0], ()) if s not in cats]
+    order = leaves + siblings
+    weights = dict(order)            # a sibling listed twice keeps its last weight, as its explanation does
+    whys: dict[str, tuple[float, str]] = {}
+    seen_cats = index.leaves_for(ctx.objects)
+
+    def why_of(cat: str) -> tuple[float, str]:
+        hit = whys.get(cat)
+        if hit is None:
+            label = index.label(cat)
+            if cat in ctx.categories:
+                why = f"because you are looking at {label}" if cat in seen_cats else f"because you asked for {label}"
+            elif cat in affinity:
+                why = f"because you liked {label} before"
+            elif ctx.scene:
+                why = f"popular at the {ctx.scene.replace('_', ' ')}"
+            else:
+                why = f"related to {label}"
+            hit = whys[cat] = (min(weights[cat], 2.0), why)
+        return hit
+
     pwords = catalog.product_words
     cap = ctx.price_cap
     empty: frozenset = frozenset()
-
-    def score(p, base: float, why: str) -> None:
-        seen.add(p.sku)
-        relevance = base
-        if said:
-            relevance += 0.5 * len(said & pwords.get(p.sku, empty))
-        if cap is not None and p.price > cap:
-            relevance -= 1.0
-        if p.quality is not None:
-            relevance += 0.3 * (p.quality - 0.5)
-        scored.append(ProductCandidate(p, relevance, why))
-
-    whys: dict[str, tuple[float, str]] = {}
-    for cat, weight in leaves + siblings:
-        label = index.label(cat)
-        if cat in ctx.categories:
-            why = f"because you are looking at {label}" if cat in seen_cats else f"because you asked for {label}"
-        elif cat in affinity:
-            why = f"because you liked {label} before"
-        elif ctx.scene:
-            why = f"popular at the {ctx.scene.replace('_', ' ')}"
-        else:
-            why = f"related to {label}"
-        whys[cat] = (min(weight, 2.0), why)
+    scored: list[tuple] = []         # (-relevance, sku, product, explanation): sorts without a key function
+    append = scored.append
+    seen: set[str] = set()
     # products named by the user's words (brand, title) in the relevant leaves, wherever they rank
+    named = catalog.named_products
+    if named is None:            # a Catalog built by hand (tests)
+        named = {w: _named(catalog.products, skus) for w, skus in catalog.word_index.items()}
     for w in said:
-        for sku in catalog.word_index.get(w, ()):
-            p = catalog.products[sku]
-            if sku not in seen and p.category in whys and p.availability != "out_of_stock":
-                score(p, *whys[p.category])
+        for p, sku, cat, price, qterm in named.get(w, ()):
+            if sku not in seen and cat in weights:
+                seen.add(sku)
+                base, why = why_of(cat)
+                relevance = base + 0.5 * len(said & pwords.get(sku, empty))
+                if cap is not None and price > cap:
+                    relevance -= 1.0
+                if qterm is not None:
+                    relevance += qterm
+                append((-relevance, sku, p, why))
                 if len(scored) >= limit:
                     break
     # then the head (best rated) of each leaf, strongest leaves first, each leaf a quota by weight
-    total = sum(w for _, w in leaves + siblings) or 1.0
-    # the hot loop (~200 products): precomputed (product, sku, price, quality term) rows, inlined score
+    total = sum(w for _, w in order) or 1.0
     heads = catalog.product_heads
     if heads is None:   # a Catalog built by hand (tests): derive the rows of the leaves needed
-        heads = {c: _heads(catalog.products_by_category.get(c, ())) for c, _ in leaves + siblings}
-    append = scored.append
-    for cat, weight in leaves + siblings:
+        heads = {c: _heads(catalog.products_by_category.get(c, ())) for c, _ in order}
+    for cat, weight in order:
         quota = max(20, round(limit * weight / total))
-        base, why = whys[cat]
-        for p, sku, price, qterm in heads.get(cat, ())[:quota]:
-            if sku in seen:
-                continue
-            seen.add(sku)
-            relevance = base + qterm
-            if said:
-                relevance += 0.5 * len(said & pwords.get(sku, empty))
-            if cap is not None and price > cap:
-                relevance -= 1.0
-            append(ProductCandidate(p, relevance, why))
+        rows = heads.get(cat, ())[:quota]
+        if rows:
+            base, why = why_of(cat)
+            for p, sku, price, qterm in rows:
+                if sku in seen:
+                    continue
+                seen.add(sku)
+                relevance = base + qterm
+                if said:
+                    relevance += 0.5 * len(said & pwords.get(sku, empty))
+                if cap is not None and price > cap:
+                    relevance -= 1.0
+                append((-relevance, sku, p, why))
         if len(scored) >= limit:
             break
-    scored.sort(key=lambda c: (-c[1], c[0].sku))
-    return scored[:limit]
+    scored.sort()
+    return [ProductCandidate(p, -neg, why) for neg, _, p, why in scored[:limit]]

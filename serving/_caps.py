@@ -31,6 +31,20 @@ class FrequencyCounter:
         today, week = self.counts(user, campaign_id, day)
         return (per_day is None or today < per_day) and (per_week is None or week < per_week)
 
+    def allowed_many(self, user: str, asks, day: int) -> list[bool]:
+        """``allowed`` for each ``(campaign_id, per_day, per_week)`` of one request, under one lock."""
+        out = []
+        with self._lock:
+            by_campaign = self._counts.get(user, {})
+            for campaign_id, per_day, per_week in asks:
+                if per_day is None and per_week is None:
+                    out.append(True)
+                    continue
+                by_day = by_campaign.get(campaign_id, {})
+                today, week = by_day.get(day, 0), sum(n for d, n in by_day.items() if day - 6 <= d <= day)
+                out.append((per_day is None or today < per_day) and (per_week is None or week < per_week))
+        return out
+
     def record(self, user: str, campaign_id: str, day: int, n: int = 1) -> None:
         with self._lock:
             by_day = self._counts[user][campaign_id]

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Callable, Mapping, Sequence
 
+from serving._rows import CandidateRows
 from serving.types import Ranker
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,22 @@ class ContextRelevanceRanker:
     version = FALLBACK_VERSION
 
     def score(self, rows: Sequence[Mapping]) -> list[float]:
+        if isinstance(rows, CandidateRows):
+            signals = rows.signals()          # the four inputs, without building the row dicts
+        else:
+            rows = list(rows)
+            signals = ([float(r.get("relevance") or 0.0) for r in rows],
+                       [float(r.get("item_impressions_24h") or 0.0) for r in rows],
+                       [float(r.get("item_clicks_24h") or 0.0) for r in rows],
+                       [bool(r.get("user_category_clicks_7d")) for r in rows])
         out = []
-        for r in rows:
-            shows = float(r.get("item_impressions_24h") or 0.0)
-            clicks = float(r.get("item_clicks_24h") or 0.0)
+        exp, log_ = math.exp, math.log
+        for relevance, shows, clicks, engaged in zip(*signals):
             p = (clicks + _PRIOR_N * _PRIOR_CTR) / (shows + _PRIOR_N)
             p = min(max(p, 1e-4), 1 - 1e-4)
-            z = (-4.0 + 0.9 * float(r.get("relevance") or 0.0) + 0.6 * (math.log(p / (1 - p)) - _PRIOR_LOGIT)
-                 + 0.5 * (1.0 if r.get("user_category_clicks_7d") else 0.0))
-            out.append(1.0 / (1.0 + math.exp(-z)))
+            z = (-4.0 + 0.9 * relevance + 0.6 * (log_(p / (1 - p)) - _PRIOR_LOGIT)
+                 + 0.5 * (1.0 if engaged else 0.0))
+            out.append(1.0 / (1.0 + exp(-z)))
         return out
 
 
@@ -113,7 +121,12 @@ class ScorerRanker:
         self.version = scorer.version
 
     def score(self, rows: Sequence[Mapping]) -> Sequence[float]:
-        pctr, _ = self._scorer.score(rows)
+        score_request = getattr(self._scorer, "score_request", None)
+        if isinstance(rows, CandidateRows) and score_request is not None:
+            # the request-level features are encoded once, not once per candidate
+            pctr, _ = score_request(rows.context, rows.candidates())
+        else:
+            pctr, _ = self._scorer.score(list(rows))
         return pctr.tolist()
 
 

@@ -29,6 +29,7 @@ from serving._context import DEVICE_NAMES, ContextIndex
 from serving._delivery import PacingBook
 from serving._pacing import DAY_S
 from serving._ranker import ContextRelevanceRanker
+from serving._rows import CandidateRows, category_clicks
 from serving._tokens import Impression, TokenSigner
 from serving._validate import validate_feedback, validate_recommend
 from serving.errors import DeadlineExceeded
@@ -170,8 +171,14 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
 
     # -- Recommend ----------------------------------------------------------------------
     def Recommend(self, request, context):  # noqa: N802 - gRPC name
-        validate_recommend(request)
         remaining = context.time_remaining() if context is not None else None
+        if remaining is not None and remaining <= 0:
+            # the call waited out its deadline in the queue: its caller has given up, so doing the
+            # work would only delay the calls behind it (an overload would never drain)
+            self.counters.add("shed_expired")
+            raise DeadlineExceeded("the caller's deadline passed before the server reached this request "
+                                   "(overloaded); retry with backoff or allow more time")
+        validate_recommend(request)
         deadline = None if remaining is None else time.monotonic() + remaining
         now_s = self._clock()
         now = datetime.fromtimestamp(now_s, timezone.utc)
@@ -227,15 +234,14 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         day = int(now_s // DAY_S)
         if ads and personal:
             before = len(ads)
-            ads = [a for a in ads if self.caps.allowed(user_key, a.spec.campaign_id, day, a.spec.cap_day, a.spec.cap_week)]
+            allowed = self.caps.allowed_many(user_key, [(a.spec.campaign_id, a.spec.cap_day, a.spec.cap_week) for a in ads], day)
+            ads = [a for a, ok in zip(ads, allowed) if ok]
             c.add("ads_capped", before - len(ads))
         if ads:
             draws = self._draws(len(ads))
-            kept = []
-            for a, draw in zip(ads, draws):
-                est = a.spec.bid * 0.02 if a.spec.strategy == "CPC" else a.spec.bid / 1000.0
-                if self.pacing.admit(a.spec.campaign_id, a.spec.daily_budget, now_s, draw, est):
-                    kept.append(a)
+            asks = [(a.spec.campaign_id, a.spec.daily_budget,
+                     a.spec.bid * 0.02 if a.spec.strategy == "CPC" else a.spec.bid / 1000.0) for a in ads]
+            kept = [a for a, ok in zip(ads, self.pacing.admit_many(asks, now_s, draws)) if ok]
             c.add("ads_paced_out", len(ads) - len(kept))
             ads = kept
         products = (product_candidates(catalog, ctx, self._index, affinity=affinity,
@@ -246,8 +252,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
 
         # one batched model call
         base = _request_row(ctx, user_key if personal else "", personal, user)
-        rows = [_ad_row(base, a, catalog, self._item_features, affinity) for a in ads]
-        rows += [_product_row(base, p, self._item_features, affinity) for p in products]
+        rows = CandidateRows(base, ads, products, self._item_features, category_clicks(user) if affinity else None)
         ranker_ref = str(params.get("ranker") or self.defaults.ranker)
         ranker = self._rankers.get(ranker_ref)
         scores: list[float] = []
@@ -310,9 +315,10 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         c.add("ads_served", len(reply.ads))
 
         n_sugg = request.surfaces.suggestions
-        ranked = sorted(zip(products, product_scores), key=lambda ps: (-ps[1], ps[0].product.sku))
+        order = sorted([(-score, cand.product.sku, i) for i, (cand, score) in enumerate(zip(products, product_scores))])
         per_brand: Counter = Counter()
-        for cand, score in ranked:
+        for neg, _, i in order:
+            cand, score = products[i], -neg
             if len(reply.suggestions) >= n_sugg:
                 break
             p = cand.product
@@ -408,32 +414,3 @@ def _request_row(ctx, user_key: str, personal: bool, user: dict) -> dict:
     return row
 
 
-def _user_category_clicks(user: dict, category: str) -> int:
-    cats = user.get("user_engaged_categories_7d") or []
-    clicks = user.get("user_engaged_category_clicks_7d") or []
-    for cat, n in zip(cats, clicks):
-        if cat == category:
-            return int(n or 0)
-    return 0
-
-
-def _ad_row(base: dict, cand, catalog, item_features, affinity) -> dict:
-    spec = cand.spec
-    stats = item_features.item(spec.creative_id) if item_features is not None else _NO_STATS
-    camp = item_features.campaign(spec.campaign_id) if item_features is not None else _NO_STATS
-    return {**base, **stats, **camp, "item_id": spec.creative_id, "item_kind": "ad",
-            "advertiser_id": spec.advertiser_id, "campaign_id": spec.campaign_id, "category": spec.category,
-            "brand": spec.brand, "price": spec.price, "relevance": cand.match.relevance,
-            "user_category_clicks_7d": _user_category_clicks(base, spec.category) if affinity else 0}
-
-
-def _product_row(base: dict, cand, item_features, affinity) -> dict:
-    # one dict display per row (no copy-then-update): ~200 of these per request
-    p = cand.product
-    stats = item_features.item(p.sku) if item_features is not None else _NO_STATS
-    return {**base, **stats, "item_id": p.sku, "item_kind": "product", "advertiser_id": p.advertiser_id or "",
-            "campaign_id": "", "category": p.category, "brand": p.brand, "price": p.price, "relevance": cand.relevance,
-            "user_category_clicks_7d": _user_category_clicks(base, p.category) if affinity else 0}
-
-
-_NO_STATS: dict = {}

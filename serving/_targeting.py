@@ -8,8 +8,9 @@ ones included) and the rule that a sensitive category never serves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from serving._context import ContextIndex, RequestContext, singular, words
 
@@ -52,16 +53,29 @@ class AdSpec:
     cap_week: int | None = None
     sensitive: bool = False
     """True when the ad's category or a targeted one is sensitive (it never serves)."""
+    keyword_words: tuple[tuple[str, frozenset[str]], ...] = field(init=False, repr=False, compare=False)
+    """``keywords`` in sorted order with their content words: derived once here rather than
+    per request (``match`` runs for ~120 ads per request)."""
+
+    def __post_init__(self) -> None:
+        pairs = tuple((k, frozenset(kw)) for k in sorted(self.keywords) if (kw := words(k.replace("_", " "))))
+        object.__setattr__(self, "keyword_words", pairs)
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
+    """The verdict on one ad in one request (a tuple: ~120 are made per request)."""
+
     ok: bool
     reason: str
     """Why not (``schedule``, ``daypart``, ``device`` ...), or the strongest match when ok."""
     relevance: float = 0.0
     """How well the context matches (used by the fallback ranker and explanations)."""
     explanation: str = ""
+
+
+_NO = {reason: Match(False, reason) for reason in (
+    "sensitive", "schedule", "daypart", "device", "region", "location", "excluded", "scene", "objects", "keywords",
+    "categories")}
 
 
 def _cat_hit(targets: frozenset[str], category: str) -> bool:
@@ -71,42 +85,43 @@ def _cat_hit(targets: frozenset[str], category: str) -> bool:
 def match(ad: AdSpec, ctx: RequestContext, now: datetime, index: ContextIndex) -> Match:
     """Does ``ad`` serve in ``ctx`` at ``now``? Pure."""
     if ad.sensitive:
-        return Match(False, "sensitive")
+        return _NO["sensitive"]
     if (ad.start is not None and now < ad.start) or (ad.end is not None and now >= ad.end):
-        return Match(False, "schedule")
+        return _NO["schedule"]
     if ad.dayparting and not any(ctx.local_weekday in days and lo <= ctx.local_hour < hi
                                  for days, lo, hi in ad.dayparting):
-        return Match(False, "daypart")
+        return _NO["daypart"]
     if ad.devices and ctx.device not in ad.devices:
-        return Match(False, "device")
+        return _NO["device"]
     if ad.regions and not any(ctx.region == r or ctx.region.startswith(r + "-") for r in ad.regions):
-        return Match(False, "region")
+        return _NO["region"]
     if ad.location_categories and ctx.location_category not in ad.location_categories:
-        return Match(False, "location")
+        return _NO["location"]
     if ad.excluded and any(_cat_hit(ad.excluded, c) for c in ctx.seen_categories):
-        return Match(False, "excluded")
+        return _NO["excluded"]
     relevance, why = 0.0, ""
     if ad.scenes:
         if ctx.scene not in ad.scenes:
-            return Match(False, "scene")
+            return _NO["scene"]
         relevance, why = relevance + 1.0, why or f"because you are at the {ctx.scene.replace('_', ' ')}"
     if ad.objects:
         hits = [o for o in ctx.objects if o in ad.objects or singular(o) in ad.objects]
         if not hits:
-            return Match(False, "objects")
+            return _NO["objects"]
         relevance += 2.0
         why = f"because you are looking at {hits[0].replace('_', ' ')}"
     if ad.keywords:
-        said = set(ctx.intent_words)
-        hits = [k for k in sorted(ad.keywords) if (kw := words(k.replace("_", " "))) and set(kw) <= said]
+        said = ctx.intent_words
+        hits = [k for k, kw in ad.keyword_words if kw.issubset(said)]
         if not hits:
-            return Match(False, "keywords")
+            return _NO["keywords"]
         relevance += 2.0
         why = why if "looking at" in why else f"because you asked for {hits[0]}"
     if ad.categories:
-        hits = [(w, c) for c, w in ctx.categories.items() if _cat_hit(ad.categories, c)]
+        targets = ad.categories
+        hits = [(w, c) for c, w in ctx.categories.items() if c in targets or c.split("/", 1)[0] in targets]
         if not hits:
-            return Match(False, "categories")
+            return _NO["categories"]
         w, c = max(hits)
         relevance += min(w, 2.0)
         why = why or f"because you are interested in {index.label(c)}"
