@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
+
 from serving._rows import CandidateRows
 from serving.types import Ranker
 
@@ -45,15 +47,11 @@ class ContextRelevanceRanker:
                        [float(r.get("item_impressions_24h") or 0.0) for r in rows],
                        [float(r.get("item_clicks_24h") or 0.0) for r in rows],
                        [bool(r.get("user_category_clicks_7d")) for r in rows])
-        out = []
-        exp, log_ = math.exp, math.log
-        for relevance, shows, clicks, engaged in zip(*signals):
-            p = (clicks + _PRIOR_N * _PRIOR_CTR) / (shows + _PRIOR_N)
-            p = min(max(p, 1e-4), 1 - 1e-4)
-            z = (-4.0 + 0.9 * relevance + 0.6 * (log_(p / (1 - p)) - _PRIOR_LOGIT)
-                 + 0.5 * (1.0 if engaged else 0.0))
-            out.append(1.0 / (1.0 + exp(-z)))
-        return out
+        # vectorised: ~250 candidates per request; a Python loop over them cost ~5x more
+        relevance, shows, clicks, engaged = (np.asarray(x, dtype=np.float64) for x in signals)
+        p = np.clip((clicks + _PRIOR_N * _PRIOR_CTR) / (shows + _PRIOR_N), 1e-4, 1 - 1e-4)
+        z = -4.0 + 0.9 * relevance + 0.6 * (np.log(p / (1 - p)) - _PRIOR_LOGIT) + 0.5 * engaged
+        return (1.0 / (1.0 + np.exp(-z))).tolist()
 
 
 class RegistryRankers:

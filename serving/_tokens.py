@@ -13,14 +13,14 @@ import base64
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from serving.errors import InvalidRequest
 
 
-@dataclass(frozen=True)
-class Impression:
-    """What a token says about one served item (short JSON keys keep tokens small)."""
+class Impression(NamedTuple):
+    """What a token says about one served item (short JSON keys keep tokens small; a tuple
+    because a request issues ~13 of them)."""
 
     rid: str                    # request id
     uid: str                    # user id as sent by the app (pseudonymous)
@@ -38,7 +38,7 @@ class Impression:
     mv: str = ""                # model version
     app: str = ""
     cons: int = 0               # consent bits: 1 context, 2 personalization, 4 measurement
-    arms: dict[str, str] = field(default_factory=dict)
+    arms: dict[str, str] = {}   # never mutated; a fresh dict per request in practice
 
 
 def _b64(data: bytes) -> str:
@@ -53,14 +53,17 @@ class TokenSigner:
     def __init__(self, key: str, ttl_s: int) -> None:
         self._key = hashlib.sha256(b"sightline-impression-token:" + key.encode()).digest()
         self._ttl_ms = ttl_s * 1000
+        self._hmac = hmac.new(self._key, digestmod=hashlib.sha256)   # keyed once; copied per token
         self._encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode   # = json.dumps(...), minus
         # its per-call set-up: a request signs ~13 tokens
 
     def _sig(self, payload: bytes) -> bytes:
-        return hmac.digest(self._key, payload, "sha256")[:16]
+        h = self._hmac.copy()
+        h.update(payload)
+        return h.digest()[:16]
 
     def sign(self, imp: Impression) -> str:
-        payload = self._encode(imp.__dict__).encode()
+        payload = self._encode(imp._asdict()).encode()
         return f"{_b64(payload)}.{_b64(self._sig(payload))}"
 
     def verify(self, token: str, now_ms: int) -> Impression:
