@@ -125,6 +125,9 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         self._index = ContextIndex(taxonomy, SENSITIVE_LOCATIONS)
         self._signer = TokenSigner(settings.privacy.hmac_key, settings.serving.token_ttl_s)
         self._hmac_key = settings.privacy.hmac_key
+        from privacy import pseudonymize as keyed_hash   # imported here: the first request must not pay ~50 ms
+
+        self._pseudonymize = keyed_hash
         self._clock = clock
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
@@ -185,7 +188,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         request_id = request.request_id or uuid.uuid4().hex
         consent = request.consent
         personal = consent.personalization
-        user_key = pseudonymize(request.user_id, self._hmac_key) if personal else ""
+        user_key = self._pseudonymize(request.user_id, self._hmac_key) if personal else ""
         c = self.counters
         c.add("requests")
 
