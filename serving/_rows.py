@@ -85,20 +85,15 @@ class CandidateRows(Sequence):
         user clicked the candidate's category in 7 days — what the fallback ranker reads,
         equal to ``row.get(...)`` of the full rows, without building them."""
         features = self._features
-        item = features.item if features is not None else (lambda _id: _NO_STATS)
-        clicks = self._clicks or {}
-        relevance, shows, clicked, engaged = [], [], [], []
-        for cand in self._ads:
-            spec = cand.spec
-            stats = item(spec.creative_id)
-            relevance.append(float(cand.match.relevance or 0.0))
-            shows.append(float(stats.get("item_impressions_24h") or 0.0))
-            clicked.append(float(stats.get("item_clicks_24h") or 0.0))
-            engaged.append(bool(clicks.get(spec.category)))
-        for cand in self._products:
-            stats = item(cand.product.sku)
-            relevance.append(float(cand.relevance or 0.0))
-            shows.append(float(stats.get("item_impressions_24h") or 0.0))
-            clicked.append(float(stats.get("item_clicks_24h") or 0.0))
-            engaged.append(bool(clicks.get(cand.product.category)))
+        ids = [c.spec.creative_id for c in self._ads] + [c.product.sku for c in self._products]
+        relevance = [float(c.match.relevance or 0.0) for c in self._ads] + [float(c.relevance or 0.0) for c in self._products]
+        stats = [features.item(i) for i in ids] if features is not None else [_NO_STATS] * len(ids)
+        shows = [float(s.get("item_impressions_24h") or 0.0) if s else 0.0 for s in stats]
+        clicked = [float(s.get("item_clicks_24h") or 0.0) if s else 0.0 for s in stats]
+        if self._clicks:
+            clicks = self._clicks
+            cats = [c.spec.category for c in self._ads] + [c.product.category for c in self._products]
+            engaged = [bool(clicks.get(cat)) for cat in cats]
+        else:
+            engaged = [False] * len(ids)
         return relevance, shows, clicked, engaged
