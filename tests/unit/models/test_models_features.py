@@ -71,3 +71,39 @@ def test_device_accepts_the_proto_enum_name():
     assert device.ids("GLASSES") == device.ids("glasses") and device.ids("DEVICE_UNSPECIFIED") == []
     cross = next(f for f in SPARSE_FEATURES if f.name == "device_x_category")
     assert cross.ids("GLASSES", "sports/yoga") == cross.ids("glasses", "sports/yoga")
+
+
+def test_closed_vocabularies_get_one_row_each():
+    # Table sizes keep these collision-free (an 8-row device table once put glasses and phone on one row).
+    from campaigns.vocab import LOCATION_CATEGORIES
+    from models._schema import SPARSE_FEATURES
+
+    by = {f.name: f for f in SPARSE_FEATURES}
+    closed = {"hour": [[h] for h in range(24)], "weekday": [[d] for d in range(7)], "device": [["glasses"], ["phone"]],
+              "item_kind": [["ad"], ["product"]], "location": [[loc] for loc in LOCATION_CATEGORIES]}
+    for name, raws in closed.items():
+        ids = [tuple(by[name].ids(*raw)) for raw in raws]
+        assert len(set(ids)) == len(raws), name
+
+
+def test_object_match_ignores_plural_and_price_words_are_read():
+    from models._schema import _object_match, _price_word
+
+    assert _object_match(["tire"], "auto/tires") == 1.0
+    assert _object_match(["running_shoe"], "sports/running_shoes") == 1.0
+    assert _object_match(["puzzle"], "auto/tires") == 0.0
+    assert _price_word("Show me cheap coffee") == -1.0
+    assert _price_word("Looking for premium sneakers nearby") == 1.0
+    assert _price_word("I need running shoes under 100 euros") == 0.0
+
+
+def test_price_is_read_relative_to_its_category():
+    import polars as pl
+
+    df = synthetic_impressions(400, seed=8)
+    pipe = FeaturePipeline.fit(df)
+    cat = df.filter(pl.col("price") > 0)["category"].mode()[0]
+    mean, _ = pipe.category_log_price[cat]
+    z = pipe.price_z([cat, cat, "no/such", cat], np.array([np.exp(mean), np.exp(mean) * 10, 50.0, 0.0]))
+    assert z[0] == 0.0 or abs(z[0]) < 1e-9
+    assert z[1] > 0 and z[2] == 0.0 and z[3] == 0.0
