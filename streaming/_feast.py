@@ -18,11 +18,9 @@ from typing import Protocol
 import polars as pl
 
 from features import TIMESTAMP_FIELD, VIEWS, VIEWS_BY_NAME, write_offline
+from streaming._online_rows import SqliteRowEncoder, entity_key_prefix, upsert_sql, value_builder
 
 log = logging.getLogger(__name__)
-
-
-_SCALARS = ("string_val", "int64_val", "int32_val", "double_val", "float_val")
 
 
 class FeatureSink(Protocol):
@@ -33,32 +31,6 @@ class FeatureSink(Protocol):
     def delete_users(self, user_ids: list[str]) -> None: ...
 
 
-def _value_builder(type_name: str):
-    from feast.protos.feast.types.Value_pb2 import DoubleList, Value
-
-    if type_name == "String":
-        return lambda v: Value(string_val=v) if v is not None else Value()
-    if type_name == "Int64":
-        return lambda v: Value(int64_val=v) if v is not None else Value()
-    if type_name in ("Float64", "Float32"):
-        return lambda v: Value(double_val=v) if v is not None else Value()
-    if type_name == "Array(String)":
-        def strings(v):
-            out = Value()
-            out.string_list_val.val.extend(v or ())
-            return out
-        return strings
-    if type_name == "Array(Int64)":
-        def ints(v):
-            out = Value()
-            out.int64_list_val.val.extend(v or ())
-            return out
-        return ints
-    if type_name == "Array(Float64)":
-        return lambda v: Value(double_list_val=DoubleList(val=v or ()))
-    raise ValueError(f"no online encoder for feast type {type_name}; add one in streaming/_feast.py")
-
-
 class FeastSink:
     """The real sink on a ``feast.FeatureStore`` (SQLite or Redis online store)."""
 
@@ -67,30 +39,15 @@ class FeastSink:
         self._feast_dir = feast_dir
         self._mode = mode
         self._views = {}
-        self._builders = {v.name: [(n, _value_builder(t)) for n, t in v.fields] for v in VIEWS}
-        self._key_cache: dict[tuple[str, str], bytes] = {}
+        self._builders = {v.name: [(n, value_builder(t)) for n, t in v.fields] for v in VIEWS}
         self._bulk: bool | None = None
+        self._encoder: SqliteRowEncoder | None = None
         self._wal = False
 
     def _view(self, name: str):
         if name not in self._views:
             self._views[name] = self._store.get_feature_view(name)
         return self._views[name]
-
-    def _entity_key(self, join_key: str, value: str) -> bytes:
-        cache_key = (join_key, value)
-        blob = self._key_cache.get(cache_key)
-        if blob is None:
-            from feast.infra.key_encoding_utils import serialize_entity_key
-            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-            from feast.protos.feast.types.Value_pb2 import Value
-
-            blob = serialize_entity_key(EntityKey(join_keys=[join_key], entity_values=[Value(string_val=value)]),
-                                        entity_key_serialization_version=self._store.config.entity_key_serialization_version)
-            if len(self._key_cache) > 500_000:
-                self._key_cache.clear()
-            self._key_cache[cache_key] = blob
-        return blob
 
     def _sqlite_bulk(self) -> bool:
         """True when rows can go to Feast's SQLite online table in one executemany."""
@@ -107,13 +64,13 @@ class FeastSink:
         if self._mode == "feast":   # the library path, kept as the benchmark baseline
             self._store.write_to_online_store(view, rows.to_pandas())
             return
+        if self._sqlite_bulk():
+            self._execute_sqlite(self.sqlite_table(view), self.row_encoder().rows(view, rows))
+            return
         spec = VIEWS_BY_NAME[view]
         keys = rows[spec.entity].to_list()
         stamps = rows[TIMESTAMP_FIELD].dt.replace_time_zone(None).to_list()   # naive UTC, as Feast stores them
         columns = [(name, list(map(build, rows[name].to_list()))) for name, build in self._builders[view]]
-        if self._sqlite_bulk():
-            self._write_sqlite(view, spec, keys, stamps, columns)
-            return
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
@@ -121,22 +78,33 @@ class FeastSink:
                  {name: values[i] for name, values in columns}, stamps[i], None) for i, key in enumerate(keys)]
         self._store._get_provider().online_write_batch(self._store.config, self._view(view), data, progress=None)
 
-    def _write_sqlite(self, view: str, spec, keys: list, stamps: list, columns: list) -> None:
-        """The rows Feast's SQLite store would write (same table, key encoding, value protos), in one statement."""
+    def _serialize_key(self, join_key: str, value: str) -> bytes:
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        return serialize_entity_key(EntityKey(join_keys=[join_key], entity_values=[Value(string_val=value)]),
+                                    entity_key_serialization_version=self._store.config.entity_key_serialization_version)
+
+    def row_encoder(self) -> SqliteRowEncoder:
+        """The encoder of this store's SQLite online rows (key layout probed on Feast's own serializer)."""
+        if self._encoder is None:
+            joins = {v.entity for v in VIEWS}
+            prefixes = {j: entity_key_prefix(lambda value, j=j: self._serialize_key(j, value)) for j in joins}
+            self._encoder = SqliteRowEncoder({v.name: v.fields for v in VIEWS}, {v.name: v.entity for v in VIEWS},
+                                             prefixes, self._serialize_key)
+        return self._encoder
+
+    def sqlite_table(self, view: str) -> str:
+        """The name of Feast's SQLite online table of ``view``."""
         from feast.infra.online_stores.sqlite import _table_id
 
         config = self._store.config
-        table = _table_id(config.project, self._view(view), getattr(config.registry, "enable_online_feature_view_versioning", False))
-        params = []
-        for i, key in enumerate(keys):
-            blob = self._entity_key(spec.entity, key)
-            ts = stamps[i]
-            for name, values in columns:
-                value = values[i]
-                which = value.WhichOneof("val")
-                text = str(getattr(value, which)) if which in _SCALARS else None
-                params.append((blob, name, value.SerializeToString(), text, ts, None))
-        conn = self._store._get_provider().online_store._get_conn(config)
+        return _table_id(config.project, self._view(view), getattr(config.registry, "enable_online_feature_view_versioning", False))
+
+    def _execute_sqlite(self, table: str, params: list[tuple]) -> None:
+        """The rows Feast's SQLite store would write (same table, key encoding, value protos), in one statement."""
+        conn = self._store._get_provider().online_store._get_conn(self._store.config)
         if not self._wal:
             # WAL: readers (serving) never block on the writer, and a commit needs no fsync
             # of the main file; set once, it persists in the database file.
@@ -144,11 +112,7 @@ class FeastSink:
             conn.execute("PRAGMA synchronous=NORMAL")
             self._wal = True
         with conn:
-            conn.executemany(
-                f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-                "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
-                "created_ts = excluded.created_ts", params)
+            conn.executemany(upsert_sql(table), params)
 
     def write_offline(self, view: str, rows: pl.DataFrame) -> None:
         if rows.height:
