@@ -186,14 +186,14 @@ class Pipeline:
             counts["replayed"] += len(ids_ts) - len(new)
             deltas = to_buckets(ctx.filter(pl.col("event_id").is_in(new)), fb.filter(pl.col("event_id").is_in(new)))
             self.state.add_buckets(db, deltas)
-            self.state.mark_dirty(db, self.worker_id, touched.iter_rows())
+            self.state.mark_dirty(db, self.worker_id, touched.sort("view", "entity").iter_rows())
             # parked as the re-serialized message: it carries the pseudonym, never the app's id
             pending = [("feedback", m.event_id, now_ms, m.SerializeToString(), p, True) for r, m, p, log_it in fb_msgs
                        if log_it and m.event_id in new]
             pending += [("exposures", m.event_id, now_ms, m.SerializeToString(), False, True) for r, m in exposures
                         if m.event_id in new]
             self.state.add_pending(db, pending)
-            self.state.mark_seen(db, [(i, ts) for i, ts in ids_ts.items() if i in new])
+            self.state.mark_seen(db, sorted((i, ts) for i, ts in ids_ts.items() if i in new))
         counts["stored"] += len(new)
         self._recompute(touched)
         done = self.clock()
