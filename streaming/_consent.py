@@ -13,6 +13,7 @@ Exposure events carry no context and only need ``measurement``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Purposes:
 
     @classmethod
     def of(cls, consent) -> "Purposes":
-        return cls(bool(consent.context), bool(consent.personalization), bool(consent.measurement))
+        return _of(bool(consent.context), bool(consent.personalization), bool(consent.measurement))
 
     def __and__(self, other: "Purposes") -> "Purposes":
         return Purposes(self.context and other.context, self.personalization and other.personalization,
@@ -40,6 +41,12 @@ class Purposes:
 ALL = Purposes(True, True, True)
 
 
+@lru_cache(maxsize=None)
+def _of(context: bool, personalization: bool, measurement: bool) -> Purposes:
+    """One shared instance per combination (8): ``Purposes.of`` runs once per event."""
+    return Purposes(context, personalization, measurement)
+
+
 @dataclass(frozen=True)
 class Decision:
     """What ingestion may do with one event."""
@@ -49,6 +56,7 @@ class Decision:
     log: bool             # may be appended to the offline event log
 
 
+@lru_cache(maxsize=256)   # pure, and only 4 kinds x 8 x 9 purpose combinations exist
 def decide(kind: str, event: Purposes, latest: Purposes | None) -> Decision:
     """The decision for an event of stream ``kind`` given its purposes and the user's latest ConsentEvent."""
     effective = event if latest is None else event & latest
