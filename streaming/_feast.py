@@ -18,9 +18,36 @@ from typing import Protocol
 import polars as pl
 
 from features import TIMESTAMP_FIELD, VIEWS, VIEWS_BY_NAME, write_offline
-from streaming._online_rows import SqliteRowEncoder, entity_key_prefix, upsert_sql, value_builder
+from streaming._online_rows import SqliteRowEncoder, entity_key_prefix, upsert_sql
 
 log = logging.getLogger(__name__)
+
+
+def value_builder(type_name: str):
+    """A function: Python value → ``feast Value`` proto (the provider path: Redis, the tests' reference)."""
+    from feast.protos.feast.types.Value_pb2 import DoubleList, Value
+
+    if type_name == "String":
+        return lambda v: Value(string_val=v) if v is not None else Value()
+    if type_name == "Int64":
+        return lambda v: Value(int64_val=v) if v is not None else Value()
+    if type_name in ("Float64", "Float32"):
+        return lambda v: Value(double_val=v) if v is not None else Value()
+    if type_name == "Array(String)":
+        def strings(v):
+            out = Value()
+            out.string_list_val.val.extend(v or ())
+            return out
+        return strings
+    if type_name == "Array(Int64)":
+        def ints(v):
+            out = Value()
+            out.int64_list_val.val.extend(v or ())
+            return out
+        return ints
+    if type_name == "Array(Float64)":
+        return lambda v: Value(double_list_val=DoubleList(val=v or ()))
+    raise ValueError(f"no online encoder for feast type {type_name}; add one in streaming/_feast.py")
 
 
 class FeatureSink(Protocol):
@@ -32,12 +59,19 @@ class FeatureSink(Protocol):
 
 
 class FeastSink:
-    """The real sink on a ``feast.FeatureStore`` (SQLite or Redis online store)."""
+    """The real sink on a ``feast.FeatureStore`` (SQLite or Redis online store).
 
-    def __init__(self, store, feast_dir, mode: str = "direct") -> None:
+    ``background=True`` (what ``IngestWorker`` uses): on the SQLite online store, ``start``
+    launches a writer process (``streaming._online_writer``) and online writes and deletes
+    are queued to it in order; ``sync`` waits until they are committed (the worker calls
+    it before committing offsets). Otherwise every write is done before the call returns."""
+
+    def __init__(self, store, feast_dir, mode: str = "direct", *, background: bool = False) -> None:
         self._store = store
         self._feast_dir = feast_dir
         self._mode = mode
+        self._background = background
+        self._writer = None
         self._views = {}
         self._builders = {v.name: [(n, value_builder(t)) for n, t in v.fields] for v in VIEWS}
         self._bulk: bool | None = None
@@ -64,6 +98,9 @@ class FeastSink:
         if self._mode == "feast":   # the library path, kept as the benchmark baseline
             self._store.write_to_online_store(view, rows.to_pandas())
             return
+        if self._writer is not None:
+            self._writer.write(view, rows)
+            return
         if self._sqlite_bulk():
             self._execute_sqlite(self.sqlite_table(view), self.row_encoder().rows(view, rows))
             return
@@ -77,6 +114,44 @@ class FeastSink:
         data = [(EntityKey(join_keys=[spec.entity], entity_values=[Value(string_val=key)]),
                  {name: values[i] for name, values in columns}, stamps[i], None) for i, key in enumerate(keys)]
         self._store._get_provider().online_write_batch(self._store.config, self._view(view), data, progress=None)
+
+    # -- the background writer ---------------------------------------------------------
+    def start(self) -> None:
+        """Start the writer process if ``background`` and the online store is SQLite (else a no-op)."""
+        if not self._background or self._writer is not None or not self._sqlite_bulk():
+            return
+        encoder = self.row_encoder()
+        if any(p is None for p in encoder.key_prefixes.values()):
+            log.warning("Feast's entity-key layout is not the one the writer process encodes; writing online inline")
+            return
+        from streaming._online_writer import OnlineWriter
+
+        self._writer = OnlineWriter(self._store._get_provider().online_store._get_db_path(self._store.config),
+                                    {v.name: self.sqlite_table(v.name) for v in VIEWS},
+                                    {v.name: v.fields for v in VIEWS}, {v.name: v.entity for v in VIEWS},
+                                    encoder.key_prefixes)
+
+    @property
+    def submitted(self) -> int:
+        """Sequence number of the latest queued online write (0 without a writer process)."""
+        return 0 if self._writer is None else self._writer.submitted
+
+    def acknowledged(self) -> tuple[int, float]:
+        """(latest committed sequence number, its commit time); without a writer everything is committed now."""
+        import time
+
+        return (0, time.time()) if self._writer is None else self._writer.acknowledged()
+
+    def sync(self) -> tuple[int, float]:
+        """Wait until every queued online write and delete is committed."""
+        import time
+
+        return (0, time.time()) if self._writer is None else self._writer.sync()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
 
     def _serialize_key(self, join_key: str, value: str) -> bytes:
         from feast.infra.key_encoding_utils import serialize_entity_key
@@ -149,6 +224,9 @@ class FeastSink:
         provider = self._store._get_provider()
         conn = provider.online_store._get_conn(config)
         blobs = [serialize_entity_key(k, entity_key_serialization_version=version) for k in keys]
+        if self._writer is not None:   # in order with the writes queued before it
+            self._writer.delete([(self.sqlite_table(spec.name), blobs) for spec in user_views])
+            return
         with conn:
             for spec in user_views:
                 table = _table_id(config.project, self._view(spec.name),

@@ -15,6 +15,7 @@ Pure: no database here; ``streaming._feast`` and the writer process
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import Callable, Sequence
 
@@ -24,33 +25,46 @@ from features import TIMESTAMP_FIELD
 
 _CACHE_MAX = 200_000          # distinct encoded values kept (per encoder); cleared when full
 _KEY_CACHE_MAX = 500_000      # serialized entity keys kept
-_SCALARS = ("string_val", "int64_val", "int32_val", "double_val", "float_val")
 
 
-def value_builder(type_name: str) -> Callable:
-    """A function: Python value → ``feast Value`` proto for the Feast type ``type_name``."""
-    from feast.protos.feast.types.Value_pb2 import DoubleList, Value
+def _varint(n: int) -> bytes:
+    n &= 0xFFFFFFFFFFFFFFFF            # negative int64: ten bytes of two's complement, as protobuf does
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+def encode_value(type_name: str, v) -> tuple[bytes, str | None]:
+    """(serialized ``feast.types.Value``, Feast's ``value_text``) of one cell, without Feast's protos.
+
+    Wire format of the fields the views use: string_val = 2, int64_val = 4, double_val = 5,
+    string_list_val = 12, int64_list_val = 14 (packed), double_list_val = 15 (packed); a
+    None cell is an empty ``Value``. A writer process must not import feast (tens of seconds
+    on a busy host), so the bytes are built here; the integration test compares them with
+    Feast's own serialization byte for byte."""
+    if v is None and not type_name.startswith("Array("):
+        return b"", None
     if type_name == "String":
-        return lambda v: Value(string_val=v) if v is not None else Value()
+        return _field(0x12, v.encode()), v
     if type_name == "Int64":
-        return lambda v: Value(int64_val=v) if v is not None else Value()
+        return b"\x20" + _varint(v), str(v)
     if type_name in ("Float64", "Float32"):
-        return lambda v: Value(double_val=v) if v is not None else Value()
+        return b"\x29" + struct.pack("<d", v), str(float(v))
     if type_name == "Array(String)":
-        def strings(v):
-            out = Value()
-            out.string_list_val.val.extend(v or ())
-            return out
-        return strings
+        return _field(0x62, b"".join(_field(0x0A, x.encode()) for x in v or ())), None
     if type_name == "Array(Int64)":
-        def ints(v):
-            out = Value()
-            out.int64_list_val.val.extend(v or ())
-            return out
-        return ints
+        packed = b"".join(_varint(x) for x in v or ())
+        return _field(0x72, _field(0x0A, packed) if packed else b""), None
     if type_name == "Array(Float64)":
-        return lambda v: Value(double_list_val=DoubleList(val=v or ()))
+        packed = struct.pack(f"<{len(v or ())}d", *(v or ()))
+        return _field(0x7A, _field(0x0A, packed) if packed else b""), None
     raise ValueError(f"no online encoder for feast type {type_name}; add one in streaming/_online_rows.py")
 
 
@@ -95,9 +109,10 @@ class SqliteRowEncoder:
 
     def __init__(self, fields: dict[str, Sequence[tuple[str, str]]], entities: dict[str, str],
                  key_prefix: dict[str, bytes | None], serialize_key: Callable[[str, str], bytes] | None = None) -> None:
-        self._fields = {v: [(n, t, value_builder(t)) for n, t in fs] for v, fs in fields.items()}
+        self._fields = {v: list(fs) for v, fs in fields.items()}
         self._entities = entities
         self._prefix = key_prefix
+        self.key_prefixes = dict(key_prefix)
         self._serialize_key = serialize_key
         self._values: dict[tuple, tuple[bytes, str | None]] = {}
         self._keys: dict[tuple[str, str], bytes] = {}
@@ -116,7 +131,7 @@ class SqliteRowEncoder:
             self._keys[(join_key, value)] = blob
         return blob
 
-    def _encoded(self, type_name: str, build, values: list) -> list[tuple[bytes, str | None]]:
+    def _encoded(self, type_name: str, values: list) -> list[tuple[bytes, str | None]]:
         cache = self._values
         if len(cache) >= _CACHE_MAX:
             cache.clear()
@@ -126,9 +141,7 @@ class SqliteRowEncoder:
             k = (type_name, v if scalar or v is None else tuple(v))
             hit = cache.get(k)
             if hit is None:
-                proto = build(v)
-                which = proto.WhichOneof("val")
-                hit = cache[k] = (proto.SerializeToString(), str(getattr(proto, which)) if which in _SCALARS else None)
+                hit = cache[k] = encode_value(type_name, v)
             out.append(hit)
         return out
 
@@ -140,7 +153,7 @@ class SqliteRowEncoder:
         key = self._key
         keys = [key(join_key, k) for k in frame[join_key].to_list()]
         stamps = _epoch_seconds(frame[TIMESTAMP_FIELD])
-        columns = [(name, self._encoded(t, build, frame[name].to_list())) for name, t, build in self._fields[view]]
+        columns = [(name, self._encoded(t, frame[name].to_list())) for name, t in self._fields[view]]
         params = []
         append = params.append
         for i, blob in enumerate(keys):

@@ -129,6 +129,8 @@ class IngestWorker:
         self._positions: dict = {}
         self._last_flush = time.monotonic()
         self._assigned_at: float | None = None
+        self._unwritten: deque[tuple[int, object]] = deque()   # (online write sequence number, BatchResult)
+        self._on_batch = None
 
     # ------------------------------------------------------------------ wiring
     def _build(self):
@@ -147,11 +149,16 @@ class IngestWorker:
             from features import open_store
             from streaming._feast import FeastSink
 
-            self._sink = FeastSink(open_store(s), s.feast_dir, mode=self._online_mode)
+            # inline for the "feast" baseline; a writer process for the SQLite online store otherwise
+            self._sink = FeastSink(open_store(s), s.feast_dir, mode=self._online_mode,
+                                   background=self._online_mode == "direct")
         if self._matcher is None:
             from streaming._categories import make_matcher
 
             self._matcher = make_matcher(s.streaming.intent_matcher)
+        start = getattr(self._sink, "start", None)
+        if start is not None:
+            start()   # the online writer process, before recover() writes
         self.state = StateStore(state_path(s.data_dir))
         topics = {s.topic(k): k for k in self.streams}
         try:
@@ -194,6 +201,7 @@ class IngestWorker:
             on_batch=None) -> Counter:
         """Consume until ``stop`` is set, or no record arrived for ``max_idle_s`` seconds."""
         stop = stop or threading.Event()
+        self._on_batch = on_batch
         self._build()
         # A batch allocates ~100 objects per event (protobufs, tuples, polars rows); with the
         # default gen-0 threshold (700) the cyclic GC runs hundreds of times per batch and walks
@@ -218,11 +226,9 @@ class IngestWorker:
                     for tp, batch in polled.items():
                         self._positions[tp] = max(self._positions.get(tp, -1), batch[-1].offset + 1)
                     self.totals.update(result.counts)
-                    self._fresh.extend(result.freshness_s)
                     self._rate.append((time.monotonic(), len(records)))
-                    self._metrics.observe(result.counts, result.freshness_s)
-                    if on_batch is not None:
-                        on_batch(result)
+                    self._unwritten.append((getattr(self._sink, "submitted", 0), result))
+                self._written()
                 if time.monotonic() - self._last_flush >= s.flush_interval_s:
                     self._flush_and_commit(reason="interval")
                     if time.monotonic() - last_prune > 600:
@@ -277,6 +283,29 @@ class IngestWorker:
         finally:
             self.consumer.resume(*others)
 
+    def _written(self, sync: bool = False) -> None:
+        """Report the batches whose online writes are committed (``sync``: wait for all of them).
+
+        With a writer process the writes of a batch land after ``process`` returns; its
+        freshness is measured at the writer's commit, and ``on_batch`` runs then."""
+        sink = self._sink
+        if sync and hasattr(sink, "sync"):   # also writes queued outside a batch (recover)
+            acked, at = sink.sync()
+        elif not self._unwritten:
+            return
+        elif hasattr(sink, "acknowledged"):
+            acked, at = sink.acknowledged()
+        else:
+            acked, at = 0, time.time()
+        while self._unwritten and self._unwritten[0][0] <= acked:
+            seq, result = self._unwritten.popleft()
+            if seq:   # written by the writer process: fresh at its commit
+                result.freshness_s = [at - ts / 1000 for ts in result.event_ts_ms]
+            self._fresh.extend(result.freshness_s)
+            self._metrics.observe(result.counts, result.freshness_s)
+            if self._on_batch is not None:
+                self._on_batch(result)
+
     def _caught_up(self) -> bool:
         """True when every assigned partition has been consumed to its end offset."""
         assigned = self.consumer.assignment()
@@ -300,6 +329,7 @@ class IngestWorker:
         from kafka.errors import CommitFailedError, KafkaError
         from kafka.structs import OffsetAndMetadata
 
+        self._written(sync=True)   # online rows first: offsets are committed only after every feature write
         self.totals.update(self.pipeline.flush())
         self.dlq.flush()
         self._last_flush = time.monotonic()
@@ -338,3 +368,6 @@ class IngestWorker:
                     log.debug("closing %s: %s", name, exc)
         if hasattr(self, "state"):
             self.state.close()
+        close = getattr(self._sink, "close", None)
+        if close is not None:
+            close()

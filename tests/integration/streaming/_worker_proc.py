@@ -31,7 +31,7 @@ def main() -> None:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    sink = SlowSink(open_store(settings), settings.feast_dir)
+    sink = SlowSink(open_store(settings), settings.feast_dir, background=True)   # the worker's own writer process
     IngestWorker(settings, worker_id, sink=sink).run(stop)
     print(f"worker-{worker_id} stopped cleanly", flush=True)
 

@@ -69,3 +69,21 @@ def test_entity_key_prefix_falls_back_when_the_layout_differs():
     assert entity_key_prefix(lambda v: b"P" + len(v.encode()).to_bytes(4, "little") + v.encode()) == b"P"
     assert entity_key_prefix(lambda v: b"P" + v.encode() + len(v.encode()).to_bytes(4, "little")) is None
     assert entity_key_prefix(lambda v: v.encode() + b"\x00\x00\x00\x00") is None
+
+
+@pytest.mark.parametrize("type_name,values", [
+    ("String", ["a", "", "café", None]), ("Int64", [0, 7, -3, 300, 2**62, -(2**63), None]),
+    ("Float64", [0.0, 0.25, -1e300, None]), ("Array(String)", [["gym", "café"], [], [""], None]),
+    ("Array(Int64)", [[3, 1], [], [-1, 0, 300], None]), ("Array(Float64)", [[0.5, -2.0], [], None]),
+])
+def test_value_bytes_equal_feasts_value_proto(type_name, values):
+    """The writer process encodes cells without Feast's protos; Feast must parse exactly what it would write."""
+    from streaming._feast import value_builder
+    from streaming._online_rows import encode_value
+
+    build = value_builder(type_name)
+    for v in values:
+        proto = build(v)
+        which = proto.WhichOneof("val")
+        text = str(getattr(proto, which)) if which in ("string_val", "int64_val", "double_val") else None
+        assert encode_value(type_name, v) == (proto.SerializeToString(), text), (type_name, v)
