@@ -98,7 +98,11 @@ class FeastSink:
         if self._mode == "feast":   # the library path, kept as the benchmark baseline
             self._store.write_to_online_store(view, rows.to_pandas())
             return
-        if self._writer is not None:
+        if self._writer is not None and VIEWS_BY_NAME[view].user_keyed:
+            # user rows only: a user's events are on one partition, so one worker (and its writer)
+            # writes them at a time, in order. Item, campaign and scene x category rows are shared
+            # by every worker on the host; written inline, right after the state commit, as before
+            # (queued, a worker's older row could land after another worker's newer one).
             self._writer.write(view, rows)
             return
         if self._sqlite_bulk():
@@ -185,6 +189,7 @@ class FeastSink:
             # of the main file; set once, it persists in the database file.
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")   # the writer process may hold the write lock a moment
             self._wal = True
         with conn:
             conn.executemany(upsert_sql(table), params)

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _MAX_IN_FLIGHT = 8          # submitted but unacknowledged messages before ``submit`` waits
 _READY_TIMEOUT_S = 120.0    # child start-up: imports of polars and Feast's protos
+_CHUNK_ROWS = 4000          # rows per transaction in the child
 
 
 class OnlineWriter:
@@ -205,14 +206,18 @@ def _serve(conn, db_path: str, tables: dict[str, str], fields: dict, entities: d
         if kind == "stop" or os.getppid() != parent:
             break
         try:
-            db.execute("BEGIN IMMEDIATE")
             if kind == "w":
                 view, payload = msg[2], msg[3]
-                db.executemany(statements[view], encoder.rows(view, pl.read_ipc(io.BytesIO(payload))))
+                rows = encoder.rows(view, pl.read_ipc(io.BytesIO(payload)))
+                for i in range(0, len(rows), _CHUNK_ROWS):   # short transactions: the worker writes shared rows inline
+                    db.execute("BEGIN IMMEDIATE")
+                    db.executemany(statements[view], rows[i:i + _CHUNK_ROWS])
+                    db.execute("COMMIT")
             elif kind == "d":
+                db.execute("BEGIN IMMEDIATE")
                 for table, keys in msg[2]:
                     db.executemany(f'DELETE FROM "{table}" WHERE entity_key = ?', [(k,) for k in keys])
-            db.execute("COMMIT")
+                db.execute("COMMIT")
         except Exception as exc:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
             return
