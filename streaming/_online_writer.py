@@ -1,4 +1,4 @@
-"""Feast SQLite online writes in a child process of the worker, in batch order.
+"""Feast SQLite online writes of user-keyed views in a child process of the worker, in batch order.
 
 Why a process: the upserts into Feast's online table (one row per entity and feature,
 ~6 per context event) were the largest single cost of a worker (bench.ingest), and
