@@ -24,6 +24,34 @@ import numpy as np
 from bench._common import RESULTS, emit, progress
 
 
+def _oracle_ceilings(world, test) -> dict:
+    """What the truth scores on the test rows with its unobservable parts taken out.
+
+    The Bayes AUC uses every term of the ground truth. Two terms no feature carries
+    directly: the user's latent tastes (bias, interest per category, brand affinity,
+    price fit) and the item's latent quality (seen only through a noisy rating and
+    clicks). Removing them from the true logit gives the ceiling of a model that
+    learns nothing user-specific (and nothing item-specific beyond the observable terms).
+    """
+    from simulation import auc
+    from simulation._truth import ResponseModel
+
+    m = ResponseModel()
+    uidx = {u: i for i, u in enumerate(world.users["user_id"].to_list())}
+    iidx = {it: i for i, it in enumerate(world.items.item_id.tolist())}
+    u = np.array([uidx[x] for x in test["user_id"].to_list()])
+    it = np.array([iidx[x] for x in test["item_id"].to_list()])
+    lat, items = world.latent, world.items
+    p = np.clip(test["p_click"].to_numpy(), 1e-9, 1 - 1e-9)
+    logit = np.log(p / (1 - p))
+    user = (lat.user_bias[u] + m.w_interest * lat.user_interest[u, items.category[it]]
+            + m.w_brand * lat.user_brand[u, items.brand[it]]
+            - m.w_price * lat.user_price_sensitivity[u] * np.maximum(0, items.price_level[it] - lat.user_price_level[u]))
+    y = test["click"].to_numpy()
+    return {"auc_truth_without_user_tastes": round(float(auc(y, logit - user)), 5),
+            "auc_truth_without_user_tastes_and_quality": round(float(auc(y, logit - user - m.w_quality * items.quality[it])), 5)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller log, TorchRec + XGBoost only (~1-2 minutes)")
@@ -43,12 +71,18 @@ def main() -> None:
     kinds = (args.models or ("torchrec,xgboost" if args.quick else "torchrec,xgboost,logreg,popularity")).split(",")
     t0 = time.perf_counter()
     progress(f"simulating {n_req} requests on the default world ...")
-    log = simulate_logged_impressions(build_world(WorldConfig()), n_req, seed=1)
+    world = build_world(WorldConfig())
+    log = simulate_logged_impressions(world, n_req, seed=1)
     progress(f"{log.height} impressions; point-in-time features (polars) ...")
     prep = prepare(point_in_time_features(log))
     progress(f"train {prep.split.train.height} / valid {prep.split.valid.height} / test {prep.split.test.height} rows "
              f"({time.perf_counter() - t0:.0f}s)")
     bayes = bayes_ceiling(prep)
+    oracle = _oracle_ceilings(world, prep.split.test)
+    # label noise of the windows: the true probabilities' own predicted/observed ratio
+    bayes_cal_valid = float(prep.split.valid["p_click"].mean() / max(prep.y_valid[:, 0].mean(), 1e-9))
+    progress(f"truth without user tastes: AUC {oracle['auc_truth_without_user_tastes']:.4f}; without those and "
+             f"item quality {oracle['auc_truth_without_user_tastes_and_quality']:.4f}")
     metrics, preds, seconds, per_seed = {}, {}, {}, []
     n_seeds = args.seeds or (1 if args.quick else 2)
     for kind in kinds:
@@ -94,6 +128,8 @@ def main() -> None:
         "gap_to_xgboost_auc": (round(metrics["xgboost"]["auc"] - metrics["torchrec"]["auc"], 5)
                                if {"torchrec", "xgboost"} <= set(metrics) else None),
         "torchrec_seeds": per_seed,
+        **oracle, "calibration_bayes_test": round(float(bayes["calibration"]), 4),
+        "calibration_bayes_valid": round(bayes_cal_valid, 4),
         "requests": n_req, "impressions": log.height, "test_rows": prep.split.test.height,
         "world_size": args.world_size, "train_seconds": seconds, "report": {k: str(Path(v)) for k, v in report.items()},
     }
