@@ -92,7 +92,8 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
     if feature_store and item_features is None:
         # the reads run in a child process: through Feast they cost ~1.3 s of CPU per refresh,
         # which in this process would hold the GIL the request threads need
-        item_features = ItemFeatureProcess(settings, servicer.catalog_ids, refresh_s=settings.serving.feature_refresh_s)
+        item_features = ItemFeatureProcess(settings, servicer.catalog_ids, version_fn=servicer.catalog,
+                                           refresh_s=settings.serving.feature_refresh_s)
     servicer._item_features = item_features
 
     def on_start() -> None:
