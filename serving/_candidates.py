@@ -76,6 +76,7 @@ def _ad_specs(snapshot, index: ContextIndex, day) -> list[AdSpec]:
                 landing_url=cr.landing_url, strategy=c.bid.strategy, bid=float(c.bid.amount), body=cr.body,
                 image_url=cr.image_url, call_to_action=cr.call_to_action, product_sku=cr.product_sku or "",
                 category=category, brand=getattr(product, "brand", "") or "", price=float(getattr(product, "price", 0.0) or 0.0),
+                rating=float(getattr(product, "quality", 0.0) or 0.0),
                 scenes=frozenset(t.scenes), objects=frozenset(t.objects), keywords=frozenset(t.keywords),
                 categories=frozenset(targeted), location_categories=frozenset(t.location_categories),
                 regions=frozenset(t.regions), devices=frozenset(t.devices), excluded=frozenset(c.excluded_categories),

@@ -69,13 +69,14 @@ class CandidateRows(Sequence):
                 camp = features.campaign(spec.campaign_id) if features is not None else _NO_STATS
                 out.append({**stats, **camp, "item_id": spec.creative_id, "item_kind": "ad",
                             "advertiser_id": spec.advertiser_id, "campaign_id": spec.campaign_id,
-                            "category": spec.category, "brand": spec.brand, "price": spec.price,
+                            "category": spec.category, "brand": spec.brand, "price": spec.price, "rating": spec.rating,
                             "relevance": cand.match.relevance, "user_category_clicks_7d": self._user_clicks(spec.category)})
             for cand in self._products:
                 p = cand.product
                 stats = features.item(p.sku) if features is not None else _NO_STATS
                 out.append({**stats, "item_id": p.sku, "item_kind": "product", "advertiser_id": p.advertiser_id or "",
                             "campaign_id": "", "category": p.category, "brand": p.brand, "price": p.price,
+                            "rating": float(p.quality or 0.0),
                             "relevance": cand.relevance, "user_category_clicks_7d": self._user_clicks(p.category)})
             self._candidates = out
         return self._candidates

@@ -35,6 +35,8 @@ class AdSpec:
     """Leaf category of the ad (its product's, else the campaign's first targeted leaf)."""
     brand: str = ""
     price: float = 0.0
+    rating: float = 0.0
+    """The ad's product's quality in [0, 1] (the ranker's ``rating``); 0 = none known."""
     scenes: frozenset[str] = frozenset()
     objects: frozenset[str] = frozenset()
     keywords: frozenset[str] = frozenset()

@@ -339,6 +339,8 @@ def build_world(config: WorldConfig | None = None, taxonomy: Taxonomy | None = N
     has_p = r_prod >= 0
     r_price = np.where(has_p, p_price[np.maximum(r_prod, 0)], np.round(base_price[r_cat], 2))
     r_quality = (rng.normal(0, 0.5, n_r) + adv_quality[r_adv]).astype(np.float32)
+    # drawn to keep the seeded stream (and every world built before) unchanged; unused since
+    # a product-less creative shows no rating (below)
     r_rating = np.round(1.0 / (1.0 + np.exp(-(r_quality + rng.normal(0, 0.5, n_r)))), 2)
     creative_ids = [f"cr{i:05d}" for i in range(n_r)]
     hooks = np.array(V.HEADLINE_HOOKS)[rng.integers(len(V.HEADLINE_HOOKS), size=n_r)]
@@ -366,7 +368,9 @@ def build_world(config: WorldConfig | None = None, taxonomy: Taxonomy | None = N
         price=np.concatenate([r_price, p_price]),
         price_level=np.concatenate([np.where(has_p, p_level[np.maximum(r_prod, 0)], 0.5), p_level]).astype(np.float32),
         quality=np.concatenate([r_quality, p_quality]),
-        rating=np.concatenate([np.where(has_p, p_rating[np.maximum(r_prod, 0)], r_rating), p_rating]).astype(np.float32),
+        # a creative without a product has no observable rating: the campaign store has no field
+        # for one, so serving cannot send it and training must not see it either (0 = none)
+        rating=np.concatenate([np.where(has_p, p_rating[np.maximum(r_prod, 0)], 0.0), p_rating]).astype(np.float32),
         campaign=np.concatenate([r_cmp, np.full(n_p, -1)]).astype(np.int32),
         advertiser=np.concatenate([r_adv, p_adv]).astype(np.int32),
         product=np.concatenate([r_prod, np.arange(n_p)]).astype(np.int32),

@@ -83,3 +83,43 @@ def test_store_down_falls_back_and_counts():
     servicer = _servicer(_Users(fail=True))
     reply = servicer.Recommend(_req(), _Ctx(1.0))
     assert not reply.personalized and reply.ads and servicer.stats()["user_features_fallback_store_down"] == 1
+
+
+class _RecordingRanker:
+    version = "recording"
+
+    def __init__(self):
+        self.rows = []
+
+    def score(self, rows):
+        self.rows = [dict(r) for r in rows]
+        return [0.5] * len(self.rows)
+
+
+class _OneRanker:
+    def __init__(self, ranker):
+        self.ranker = ranker
+
+    def get(self, ref):
+        return self.ranker
+
+
+def test_ranker_rows_carry_the_rating_training_sees():
+    """Training reads ``rating`` (the product's quality); the rows serving scores must carry
+    the same value for an ad's product and for a suggested product, or the model's rating
+    weights see 0 at serving time (train/serve skew)."""
+    snaps = _Snapshots()
+    p = snaps.snap.products["p1"]
+    rated = Product(sku=p.sku, title=p.title, brand=p.brand, category=p.category, price=p.price,
+                    landing_url=p.landing_url, quality=0.83)
+    snaps.snap = CampaignSnapshot(
+        version=(1, 2), loaded_at=NOW, campaigns=snaps.snap.campaigns, advertisers=snaps.snap.advertisers,
+        products=MappingProxyType({"p1": rated}), products_by_category=MappingProxyType({p.category: (rated,)}))
+    ranker = _RecordingRanker()
+    servicer = RecommendationServicer(settings=load_settings(env={}), snapshots=snaps, rankers=_OneRanker(ranker),
+                                      events=MemoryEventLog(), taxonomy=Taxonomy(), user_features=_Users(), seed=1)
+    reply = servicer.Recommend(_req(), None)
+    assert reply.ads and reply.suggestions and reply.model_version == "recording"
+    by_kind = {r["item_kind"]: r for r in ranker.rows}
+    assert by_kind["ad"]["rating"] == pytest.approx(0.83)
+    assert by_kind["product"]["rating"] == pytest.approx(0.83)
