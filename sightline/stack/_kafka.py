@@ -181,8 +181,7 @@ class LocalKafka:
                 )
         config = self._write_config(ports)
         if not (self.home / "logs" / "meta.properties").exists():
-            cmd = self._java_cmd("kafka.tools.StorageTool", "format", "-t", _kafka_uuid(), "-c", str(config),
-                                 "--standalone", heap_mb=256)
+            cmd = self._java_cmd("kafka.tools.StorageTool", *_format_args(_kafka_uuid(), config), heap_mb=256)
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 raise KafkaStackError(f"formatting the Kafka log dir failed: {out.stderr.strip() or out.stdout.strip()}")
@@ -243,6 +242,12 @@ def _kafka_uuid() -> str:
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _format_args(cluster_id: str, config: Path) -> tuple[str, ...]:
+    """StorageTool's format arguments, with the id bound by '=' because about one id in 64
+    starts with '-', which argparse would take for an option and then report the id missing."""
+    return ("format", f"--cluster-id={cluster_id}", f"--config={config}", "--standalone")
 
 
 def _metadata_ok(bootstrap: str) -> bool:
