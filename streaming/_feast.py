@@ -120,8 +120,12 @@ class FeastSink:
         self._store._get_provider().online_write_batch(self._store.config, self._view(view), data, progress=None)
 
     # -- the background writer ---------------------------------------------------------
-    def start(self) -> None:
-        """Start the writer process if ``background`` and the online store is SQLite (else a no-op)."""
+    def start(self, recompute=None) -> None:
+        """Start the writer process if ``background`` and the online store is SQLite (else a no-op).
+
+        ``recompute`` (a ``streaming._online_writer.Recompute``): the child also computes the
+        user-keyed views' rows from the state store and writes their offline parts, so the
+        bucket reads and polars work of the largest views run on the other core."""
         if not self._background or self._writer is not None or not self._sqlite_bulk():
             return
         encoder = self.row_encoder()
@@ -133,7 +137,18 @@ class FeastSink:
         self._writer = OnlineWriter(self._store._get_provider().online_store._get_db_path(self._store.config),
                                     {v.name: self.sqlite_table(v.name) for v in VIEWS},
                                     {v.name: v.fields for v in VIEWS}, {v.name: v.entity for v in VIEWS},
-                                    encoder.key_prefixes)
+                                    encoder.key_prefixes, recompute=recompute)
+
+    def recomputes(self, view: str) -> bool:
+        """True when the writer process computes ``view``'s rows itself (``recompute`` then, not ``write_online``)."""
+        return self._writer is not None and self._writer.recomputes and VIEWS_BY_NAME[view].user_keyed
+
+    def recompute(self, view: str, code: str, entities: list[str]) -> None:
+        self._writer.recompute(view, code, entities)
+
+    def flush_offline(self) -> dict[str, int]:
+        """Write the offline rows the writer process buffered (rows per view); {} without one."""
+        return {} if self._writer is None or not self._writer.recomputes else self._writer.flush_offline()
 
     @property
     def submitted(self) -> int:
@@ -230,7 +245,7 @@ class FeastSink:
         conn = provider.online_store._get_conn(config)
         blobs = [serialize_entity_key(k, entity_key_serialization_version=version) for k in keys]
         if self._writer is not None:   # in order with the writes queued before it
-            self._writer.delete([(self.sqlite_table(spec.name), blobs) for spec in user_views])
+            self._writer.delete([(self.sqlite_table(spec.name), blobs) for spec in user_views], user_ids)
             return
         with conn:
             for spec in user_views:

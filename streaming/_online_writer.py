@@ -6,6 +6,16 @@ SQLite work in a thread of the same process fights the main loop for the GIL on 
 row it binds. A child process does the encoding and the upserts on the other core
 while the worker decodes and de-duplicates the next batch.
 
+With ``Recompute`` the child also *computes* the user-keyed views: the worker sends
+the touched user ids after its state transaction committed, and the child reads their
+buckets from the state store, runs the polars windows, upserts the rows and buffers
+them for the offline store, which it writes when the worker flushes (``flush_offline``,
+before the dirty marks are cleared and offsets committed). Those bucket reads and
+windows were the worker's largest remaining cost (bench.ingest: 13.6k → 18.3k events/s
+in the stage run). Users are partitioned by key, so one worker's child owns a user at a
+time; a consent withdrawal reaches the child in order with the writes (``delete``
+names the users) and drops their buffered rows.
+
 The protocol keeps the offset-commit guarantee: every write and delete gets a sequence
 number; the child applies them strictly in order, one transaction each, and acks the
 sequence number with the commit time. The worker commits offsets only after
@@ -26,8 +36,11 @@ import threading
 import time
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import polars as pl
 
+from streaming._windows import WindowParams
 from streaming.errors import IngestUnavailable
 
 log = logging.getLogger(__name__)
@@ -35,6 +48,18 @@ log = logging.getLogger(__name__)
 _MAX_IN_FLIGHT = 8          # submitted but unacknowledged messages before ``submit`` waits
 _READY_TIMEOUT_S = 120.0    # child start-up: imports of polars and Feast's protos
 _CHUNK_ROWS = 4000          # rows per transaction in the child
+
+
+@dataclass(frozen=True)
+class Recompute:
+    """What the child needs to compute user-keyed features itself: the worker's state store
+    (read only, after the worker's transaction committed), the offline store and the
+    tombstones (rows of users erased meanwhile never reach the offline store)."""
+
+    state_db: str
+    feast_dir: str
+    tombstones: str
+    params: WindowParams
 
 
 class OnlineWriter:
@@ -45,11 +70,14 @@ class OnlineWriter:
     Feast serializer)."""
 
     def __init__(self, db_path: Path, tables: dict[str, str], fields: dict, entities: dict[str, str],
-                 key_prefix: dict[str, bytes], *, max_in_flight: int = _MAX_IN_FLIGHT) -> None:
+                 key_prefix: dict[str, bytes], *, max_in_flight: int = _MAX_IN_FLIGHT,
+                 recompute: Recompute | None = None) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, name="sightline-online-writer", daemon=True,
-                                 args=(child, str(db_path), tables, fields, entities, key_prefix))
+                                 args=(child, str(db_path), tables, fields, entities, key_prefix, recompute))
+        self.recomputes = recompute is not None
+        self._replies: dict[int, dict] = {}
         self._proc.start()
         child.close()
         self._db_path = db_path
@@ -92,6 +120,8 @@ class OnlineWriter:
                     return
                 continue
             self._acked, self._acked_at = msg[1], msg[2]
+            if len(msg) > 3:
+                self._replies[msg[1]] = msg[3]
             if block and not ready:
                 return
 
@@ -116,9 +146,21 @@ class OnlineWriter:
         frame.write_ipc(buf, compression="uncompressed")
         return self._submit(("w", view, buf.getvalue()))
 
-    def delete(self, table_keys: list[tuple[str, list[bytes]]]) -> int:
-        """Queue deletes of serialized entity keys per table (after every write queued before)."""
-        return self._submit(("d", table_keys))
+    def delete(self, table_keys: list[tuple[str, list[bytes]]], user_ids: list[str] = ()) -> int:
+        """Queue deletes of serialized entity keys per table (after every write queued before);
+        ``user_ids``: also drop their rows from the offline rows the child buffers."""
+        return self._submit(("d", table_keys, list(user_ids)))
+
+    def recompute(self, view: str, code: str, entities: list[str]) -> int:
+        """Queue: compute ``view``'s rows of ``entities`` from the committed buckets of bucket view
+        ``code``, upsert them online, buffer them for the offline store (needs ``recompute``)."""
+        return self._submit(("r", view, code, entities))
+
+    def flush_offline(self) -> dict[str, int]:
+        """Write the buffered offline rows (after everything queued before); rows per view."""
+        seq = self._submit(("f",))
+        self.sync()
+        return self._replies.pop(seq, {})
 
     @property
     def submitted(self) -> int:
@@ -167,8 +209,46 @@ def _die_with_parent() -> None:
         pass
 
 
+class _Features:
+    """The child's side of ``Recompute``: bucket reads, feature rows and the offline buffer."""
+
+    def __init__(self, spec: Recompute) -> None:
+        from privacy import Tombstones
+        from streaming._state import StateStore
+
+        self.spec = spec
+        self.state = StateStore(Path(spec.state_db))
+        self.tombstones = Tombstones(path=Path(spec.tombstones))
+        self.offline: dict[str, list[pl.DataFrame]] = {}
+
+    def rows(self, view: str, code: str, entities: list[str]) -> pl.DataFrame:
+        from streaming._windows import compute_features
+
+        rows = compute_features(view, self.state.buckets(code, entities), self.spec.params)
+        self.offline.setdefault(view, []).append(rows)
+        return rows
+
+    def forget(self, user_ids: list[str]) -> None:
+        if user_ids:
+            self.offline = {view: [f.filter(~pl.col("user_id").is_in(user_ids)) for f in frames]
+                            for view, frames in self.offline.items()}
+
+    def flush(self) -> dict[str, int]:
+        from features import write_offline
+        from streaming._pipeline import offline_frame
+
+        written = {}
+        for view, frames in self.offline.items():
+            frame = offline_frame(view, frames, self.tombstones)
+            if frame is not None:
+                write_offline(Path(self.spec.feast_dir), view, frame)
+                written[f"offline.{view}"] = frame.height
+        self.offline.clear()
+        return written
+
+
 def _serve(conn, db_path: str, tables: dict[str, str], fields: dict, entities: dict[str, str],
-           key_prefix: dict[str, bytes]) -> None:
+           key_prefix: dict[str, bytes], recompute: Recompute | None = None) -> None:
     import os
     import sqlite3
 
@@ -182,6 +262,7 @@ def _serve(conn, db_path: str, tables: dict[str, str], fields: dict, entities: d
         db.execute("PRAGMA journal_mode=WAL")      # readers (serving) never block on this writer
         db.execute("PRAGMA synchronous=NORMAL")    # durable across process crashes; offsets replay the rest
         statements = {view: upsert_sql(table) for view, table in tables.items()}
+        computed = _Features(recompute) if recompute is not None else None
     except Exception as exc:   # report why, then exit: the worker raises IngestUnavailable
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -205,10 +286,12 @@ def _serve(conn, db_path: str, tables: dict[str, str], fields: dict, entities: d
         kind, seq = msg[0], msg[1]
         if kind == "stop" or os.getppid() != parent:
             break
+        reply = None
         try:
-            if kind == "w":
-                view, payload = msg[2], msg[3]
-                rows = encoder.rows(view, pl.read_ipc(io.BytesIO(payload)))
+            if kind in ("w", "r"):
+                view = msg[2]
+                frame = pl.read_ipc(io.BytesIO(msg[3])) if kind == "w" else computed.rows(view, msg[3], msg[4])
+                rows = encoder.rows(view, frame) if frame.height else []
                 for i in range(0, len(rows), _CHUNK_ROWS):   # short transactions: the worker writes shared rows inline
                     db.execute("BEGIN IMMEDIATE")
                     db.executemany(statements[view], rows[i:i + _CHUNK_ROWS])
@@ -218,8 +301,14 @@ def _serve(conn, db_path: str, tables: dict[str, str], fields: dict, entities: d
                 for table, keys in msg[2]:
                     db.executemany(f'DELETE FROM "{table}" WHERE entity_key = ?', [(k,) for k in keys])
                 db.execute("COMMIT")
+                if computed is not None:
+                    computed.forget(msg[3])
+            elif kind == "f":
+                reply = computed.flush() if computed is not None else {}
         except Exception as exc:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
             return
-        conn.send(("ack", seq, time.time()))
+        conn.send(("ack", seq, time.time()) if reply is None else ("ack", seq, time.time(), reply))
     db.close()
+    if computed is not None:
+        computed.state.close()

@@ -56,6 +56,28 @@ def _frame(rows: list[tuple], schema: dict) -> pl.DataFrame:
                                    for (name, dtype), col in zip(schema.items(), columns)}))
 
 
+def offline_frame(view: str, frames: list[pl.DataFrame], tombstones) -> pl.DataFrame | None:
+    """One flush's offline rows of ``view``: the buffered frames, one row per entity and time,
+    without rows of users erased since they were computed (an erasure runs in another process)."""
+    frames = [f for f in frames if f.height]
+    if not frames:
+        return None
+    from features import VIEWS_BY_NAME
+
+    key = VIEWS_BY_NAME[view].entity
+    frame = pl.concat(frames, how="vertical_relaxed").unique(subset=[key, "event_timestamp"], keep="last",
+                                                             maintain_order=True)
+    if view not in _USER_VIEWS:
+        return frame
+    users = frame["user_id"].unique().to_list()
+    erased = {u: at for u in users if (at := tombstones.erased_at(u)) is not None}
+    if not erased:
+        return frame
+    at = pl.col("user_id").replace_strict(erased, default=None, return_dtype=pl.Int64)
+    ts_ms = pl.col("event_timestamp").dt.epoch("ms")
+    return frame.filter(at.is_null() | (ts_ms > at))
+
+
 @dataclass
 class Record:
     """The parts of a Kafka ``ConsumerRecord`` the pipeline reads (tests build these directly)."""
@@ -281,12 +303,21 @@ class Pipeline:
         return rows, msgs, stored_ts
 
     def _recompute(self, touched: pl.DataFrame) -> None:
+        """Features of the touched entities from their stored buckets, written online and buffered
+        for the offline store. A sink that ``recomputes`` a view (the writer process of
+        ``FeastSink``, for the user-keyed views) is handed the entities instead: it reads the
+        same committed buckets on the other core and buffers the offline rows itself."""
+        remote = getattr(self.sink, "recomputes", None)
         for code, entities in touched.group_by("view"):
             view = BUCKET_VIEWS[code[0]]
-            rows = compute_features(view, self.state.buckets(code[0], entities["entity"].to_list()), self.params)
+            keys = entities["entity"].to_list()
+            self._offline_keys.setdefault(code[0], set()).update(keys)
+            if remote is not None and remote(view):
+                self.sink.recompute(view, code[0], keys)
+                continue
+            rows = compute_features(view, self.state.buckets(code[0], keys), self.params)
             self.sink.write_online(view, rows)
             self._offline.setdefault(view, []).append(rows)
-            self._offline_keys.setdefault(code[0], set()).update(entities["entity"].to_list())
 
     # ------------------------------------------------------------------ flush
     def recover(self) -> None:
@@ -301,33 +332,20 @@ class Pipeline:
         """Write buffered offline snapshots and pending event-log rows; then offsets may be committed."""
         counts: Counter = Counter()
         for view, frames in self._offline.items():
-            frame = pl.concat([f for f in frames if f.height], how="vertical_relaxed") if any(f.height for f in frames) else None
+            frame = offline_frame(view, frames, self.tombstones)
             if frame is not None:
-                from features import VIEWS_BY_NAME
-
-                key = VIEWS_BY_NAME[view].entity
-                frame = frame.unique(subset=[key, "event_timestamp"], keep="last", maintain_order=True)
-                if view in _USER_VIEWS:
-                    frame = self._without_erased(frame)
                 self.sink.write_offline(view, frame)
                 counts[f"offline.{view}"] += frame.height
         self._offline.clear()
+        flush_remote = getattr(self.sink, "flush_offline", None)
+        if flush_remote is not None:   # the views the sink recomputes: written before the dirty marks go
+            counts.update(flush_remote())
         if self._offline_keys:
             self.state.clear_dirty(self.worker_id, {k: sorted(v) for k, v in self._offline_keys.items()})
             self._offline_keys.clear()
         for kind in ("feedback", "exposures"):
             counts[f"logged.{kind}"] += self._flush_log(kind)
         return counts
-
-    def _without_erased(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Drop buffered user rows of users erased since they were computed (an erasure runs in another process)."""
-        users = frame["user_id"].unique().to_list()
-        erased = {u: at for u in users if (at := self.tombstones.erased_at(u)) is not None}
-        if not erased:
-            return frame
-        at = pl.col("user_id").replace_strict(erased, default=None, return_dtype=pl.Int64)
-        ts_ms = pl.col("event_timestamp").dt.epoch("ms")
-        return frame.filter(at.is_null() | (ts_ms > at))
 
     def _flush_log(self, kind: str) -> int:
         pending = self.state.pending(kind)

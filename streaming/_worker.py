@@ -156,9 +156,15 @@ class IngestWorker:
             from streaming._categories import make_matcher
 
             self._matcher = make_matcher(s.streaming.intent_matcher)
+        p = s.streaming
+        params = WindowParams(p.recent_n, p.top_categories, p.ctr_prior, p.ctr_prior_weight)
         start = getattr(self._sink, "start", None)
-        if start is not None:
-            start()   # the online writer process, before recover() writes
+        if start is not None:   # the online writer process, before recover() writes
+            from privacy import tombstone_path
+            from streaming._online_writer import Recompute
+
+            start(recompute=Recompute(str(state_path(s.data_dir)), str(s.feast_dir), str(tombstone_path(s.data_dir)),
+                                      params))
         self.state = StateStore(state_path(s.data_dir))
         topics = {s.topic(k): k for k in self.streams}
         try:
@@ -174,12 +180,10 @@ class IngestWorker:
             raise IngestUnavailable(f"no Kafka broker at {bootstrap}; start one with 'sightline stack up' "
                                     "or set SIGHTLINE_KAFKA_BOOTSTRAP") from exc
         self.dlq = KafkaDeadLetters(self.producer, self.worker_id)
-        p = s.streaming
         self.pipeline = Pipeline(
             kinds_by_topic=topics, state=self.state, sink=self._sink, dead_letters=self.dlq, matcher=self._matcher,
             data_dir=s.data_dir, worker_id=self.worker_id, max_message_bytes=p.max_message_bytes,
-            params=WindowParams(p.recent_n, p.top_categories, p.ctr_prior, p.ctr_prior_weight),
-            hmac_key=s.privacy.hmac_key, tombstones=Tombstones(s))
+            params=params, hmac_key=s.privacy.hmac_key, tombstones=Tombstones(s))
         self.pipeline.recover()
         from kafka import ConsumerRebalanceListener
 

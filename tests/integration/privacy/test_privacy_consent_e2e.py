@@ -33,19 +33,28 @@ class _DeadLetters:
         self.sent.append((kind, error.reason))
 
 
-@pytest.fixture
-def pipeline(feast_settings):
+@pytest.fixture(params=["inline", "writer_process"])
+def pipeline(request, feast_settings):
+    """Both ways a worker writes: inline, and through the writer process that also computes
+    the user-keyed views and buffers their offline rows (what ``IngestWorker`` uses)."""
     from features import open_store
-    from streaming import FeastSink, LexiconMatcher, Pipeline, StateStore, state_path
+    from privacy import tombstone_path
+    from streaming import FeastSink, LexiconMatcher, Pipeline, StateStore, WindowParams, state_path
+    from streaming._online_writer import Recompute
 
     s = feast_settings
     store = open_store(s)
     state = StateStore(state_path(s.data_dir))
+    sink = FeastSink(store, s.feast_dir, background=request.param == "writer_process")
+    sink.start(recompute=Recompute(str(state_path(s.data_dir)), str(s.feast_dir), str(tombstone_path(s.data_dir)),
+                                   WindowParams()))
+    assert sink.recomputes("user_context") == (request.param == "writer_process")
     p = Pipeline(kinds_by_topic={s.topic(k): k for k in ("context", "consent", "feedback", "exposures")},
-                 state=state, sink=FeastSink(store, s.feast_dir), dead_letters=_DeadLetters(),
+                 state=state, sink=sink, dead_letters=_DeadLetters(),
                  matcher=LexiconMatcher(), data_dir=s.data_dir, max_message_bytes=s.streaming.max_message_bytes)
     p.settings, p.store = s, store
     yield p
+    sink.close()
     state.close()
 
 
@@ -162,6 +171,21 @@ def test_cell_personalization_withdrawal_deletes_the_profile(pipeline):
                                consent=_consent(ALL.without("personalization")))
     _ingest(pipeline, ("consent", withdraw))
     assert _user_online(pipeline, "u-w") == {}
+
+
+def test_withdrawal_before_the_flush_keeps_buffered_rows_out_of_the_offline_store(pipeline):
+    """A profile computed earlier in the same flush interval is buffered, not yet written
+    offline: the withdrawal must drop it there too, wherever the buffer lives."""
+    pipeline.process([_record(pipeline, "context", _context("u-buffered", ALL)),
+                      _record(pipeline, "context", _context("u-kept", ALL))])
+    withdraw = ev.ConsentEvent(event_id=uuid.uuid4().hex, event_time_ms=int(time.time() * 1000) + 1,
+                               user_id="u-buffered", consent=_consent(ALL.without("personalization")))
+    pipeline.process([_record(pipeline, "consent", withdraw)])
+    pipeline.flush()
+    key = pipeline.settings.privacy.hmac_key
+    offline = _offline_users(pipeline)
+    assert pseudonymize("u-kept", key) in offline, "precondition: buffered profiles reach the offline store"
+    assert pseudonymize("u-buffered", key) not in offline
 
 
 def test_cell_measurement_x_logging_and_experiments(pipeline):
