@@ -20,7 +20,8 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from types import MappingProxyType
+from typing import Callable, Iterable, Mapping
 
 
 def tombstone_path(data_dir: Path) -> Path:
@@ -86,6 +87,13 @@ class Tombstones:
         """Should an event of ``uid`` at ``event_time_ms`` be dropped? (produced at or before its erasure)"""
         at = self.erased_at(uid)
         return at is not None and event_time_ms <= at
+
+    def current(self) -> Mapping[str, int]:
+        """The tombstones as of the last reload (at most ``refresh_s`` old), read only and not
+        copied: for a batch's worth of ``drops`` checks without a lock and clock read per event."""
+        with self._lock:
+            self._maybe_reload()
+            return MappingProxyType(self._ids)   # replaced on reload, never changed in place
 
     def snapshot(self) -> dict[str, int]:
         """Every tombstone (id → erased_at_ms), re-read now."""

@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS counters (worker TEXT NOT NULL, name TEXT NOT NULL, v
     PRIMARY KEY (worker, name)) WITHOUT ROWID;
 """
 
+# counters a bucket view never sets (streaming._windows' table): not read back
+_UNUSED_COUNTERS = {"uc": ("n2", "n3", "x"), "ue": ("n3", "x"), "it": ("x",), "cp": ("x",)}
+
 _UPSERT = """
 INSERT INTO buckets (view, entity, sub, minute, n1, n2, n3, x, last_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (view, entity, sub, minute) DO UPDATE SET
@@ -150,17 +153,23 @@ class StateStore:
                        ((worker, v, e) for v, e in keys))
 
     def buckets(self, view: str, entities: list[str]) -> pl.DataFrame:
-        """Every stored bucket of ``entities`` in bucket view ``view``."""
+        """Every stored bucket of ``entities`` in bucket view ``view``.
+
+        Counters a view never uses (the user views count in ``n1``/``n2`` only) are not read
+        but returned as zeros: the read of the user views' buckets is the largest cost of
+        the feature computation, and each column costs a Python object per bucket."""
+        names = [n for n in BUCKET_SCHEMA if n != "view"]
+        read = [n for n in names if n not in _UNUSED_COUNTERS.get(view, ())]
         rows: list[tuple] = []
         for chunk in _chunks(sorted(set(entities))):
-            q = (f"SELECT entity, sub, minute, n1, n2, n3, x, last_ts FROM buckets "
+            q = (f"SELECT {', '.join(read)} FROM buckets "
                  f"WHERE view = ? AND entity IN ({','.join('?' * len(chunk))})")
             rows.extend(self._db.execute(q, [view, *chunk]))
-        names = [n for n in BUCKET_SCHEMA if n != "view"]
-        columns = dict(zip(names, map(list, zip(*rows)))) if rows else {n: [] for n in names}
+        columns = dict(zip(read, map(list, zip(*rows)))) if rows else {n: [] for n in read}
         # built column-wise (row tuples → polars cost ~30% more per bucket)
-        return pl.DataFrame(columns, schema={n: BUCKET_SCHEMA[n] for n in names}).select(
-            pl.lit(view, pl.String).alias("view"), *names)
+        frame = pl.DataFrame(columns, schema={n: BUCKET_SCHEMA[n] for n in read})
+        return frame.select(pl.lit(view, pl.String).alias("view"),
+                            *[pl.col(n) if n in read else pl.lit(0, BUCKET_SCHEMA[n]).alias(n) for n in names])
 
     def dirty(self, worker: str) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
