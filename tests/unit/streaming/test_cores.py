@@ -231,3 +231,23 @@ def test_erasure_deletes_the_consent_row_and_zeroes_the_freed_pages(tmp_path):
     assert state.consent(["secret-user-0123456789"]) == {}
     assert not [f.name for f in tmp_path.glob("state.db*") if b"secret-user-0123456789" in f.read_bytes()]
     state.close()
+
+
+# -- online store tuning ----------------------------------------------------------------------
+def test_only_an_index_the_primary_key_covers_is_dropped(tmp_path):
+    import sqlite3
+
+    from streaming._feast import drop_redundant_index
+
+    db = sqlite3.connect(tmp_path / "online.db")
+    ddl = "(entity_key BLOB, feature_name TEXT, value BLOB, event_ts timestamp{pk})"
+    db.execute("CREATE TABLE feast_like " + ddl.format(pk=", PRIMARY KEY(entity_key, feature_name)"))
+    db.execute("CREATE INDEX feast_like_ek ON feast_like (entity_key)")
+    db.execute("CREATE TABLE no_pk " + ddl.format(pk=""))
+    db.execute("CREATE INDEX no_pk_ek ON no_pk (entity_key)")
+    assert drop_redundant_index(db, "feast_like") and not drop_redundant_index(db, "feast_like")
+    assert not drop_redundant_index(db, "no_pk"), "without the primary key the index is the only one on entity_key"
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "no_pk_ek" in names and "feast_like_ek" not in names
+    plan = db.execute("EXPLAIN QUERY PLAN SELECT value FROM feast_like WHERE entity_key = ?", (b"k",)).fetchall()
+    assert "USING INDEX sqlite_autoindex_feast_like_1" in plan[0][3], "reads by entity key still use an index"
