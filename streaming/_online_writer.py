@@ -28,6 +28,7 @@ and the batches not yet committed are replayed (de-duplicated) by the restarted 
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import multiprocessing
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 _MAX_IN_FLIGHT = 8          # submitted but unacknowledged messages before ``submit`` waits
 _READY_TIMEOUT_S = 120.0    # child start-up: imports of polars and Feast's protos
 _CHUNK_ROWS = 4000          # rows per transaction in the child
+_GC_GEN0_THRESHOLD = 50_000 # allocations between young-generation collections in the child
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,11 @@ def _serve(conn, db_path: str, tables: dict[str, str], fields: dict, entities: d
     except Exception as exc:   # report why, then exit: the worker raises IngestUnavailable
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
+    # as in the worker's loop: each message allocates a few objects per row (tuples, bytes,
+    # polars rows); freeze the start-up objects and collect the young generation less often
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     conn.send(("ready",))
     inbox: queue.Queue = queue.Queue()
 
