@@ -59,6 +59,9 @@ class _CountingSink:
     def send(self, topic, message) -> None:
         self.sent += 1
 
+    def send_many(self, topic, messages) -> None:
+        self.sent += len(messages)
+
     def start(self):
         return self
 

@@ -1,6 +1,8 @@
 """Impression tokens: self-contained, signed records of one served item.
 
-A token is ``base64url(json) + "." + base64url(hmac_sha256(key, json)[:16])``. It carries
+A token is ``base64url(json) + "." + base64url(hmac_sha256(key, json)[:16])``, the JSON
+being the ``Impression`` fields as an array in declaration order (tokens issued before
+that were an object with the short keys; ``verify`` still reads both). It carries
 what ReportFeedback needs to build a ``FeedbackEvent`` without any server-side state
 (so any server behind the load balancer can take the click), and nothing the app may
 not see: no secret, only ids, prices and the arms of this very reply. Forged or altered
@@ -54,8 +56,9 @@ class TokenSigner:
         self._key = hashlib.sha256(b"sightline-impression-token:" + key.encode()).digest()
         self._ttl_ms = ttl_s * 1000
         self._hmac = hmac.new(self._key, digestmod=hashlib.sha256)   # keyed once; copied per token
-        self._encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode   # = json.dumps(...), minus
-        # its per-call set-up: a request signs ~13 tokens
+        # json.dumps minus its per-call set-up; the tuple encodes as an array: no keys to build,
+        # sort or send (a request signs ~13 tokens; an object with sorted keys cost twice as much)
+        self._encode = json.JSONEncoder(separators=(",", ":")).encode
 
     def _sig(self, payload: bytes) -> bytes:
         h = self._hmac.copy()
@@ -63,7 +66,7 @@ class TokenSigner:
         return h.digest()[:16]
 
     def sign(self, imp: Impression) -> str:
-        payload = self._encode(imp._asdict()).encode()
+        payload = self._encode(imp).encode()
         return f"{_b64(payload)}.{_b64(self._sig(payload))}"
 
     def verify(self, token: str, now_ms: int) -> Impression:
@@ -79,7 +82,11 @@ class TokenSigner:
             raise bad from None
         if not hmac.compare_digest(signature, self._sig(payload)):
             raise bad
-        imp = Impression(**json.loads(payload))
+        try:
+            data = json.loads(payload)
+            imp = Impression(*data) if isinstance(data, list) else Impression(**data)
+        except (ValueError, TypeError):          # signed by this key but not an impression
+            raise bad from None
         if now_ms - imp.t > self._ttl_ms:
             raise InvalidRequest(f"impression_token expired (older than {self._ttl_ms // 1000} s); "
                                  "feedback must arrive within serving.token_ttl_s", field="impression_token")

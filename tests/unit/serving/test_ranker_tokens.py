@@ -74,3 +74,25 @@ def test_tokens_round_trip_and_refuse_tampering_and_age():
         signer.verify(token, 1_000_000 + 61_000)
     with pytest.raises(InvalidRequest):
         TokenSigner("other-key", 60).verify(token, 1_000_500)
+
+
+def test_tokens_are_arrays_and_tokens_of_the_object_format_still_verify():
+    import base64
+    import json
+
+    signer = TokenSigner("secret", ttl_s=60)
+    imp = Impression(rid="r1", uid="u1", kind=2, item="sku1", pos=3, t=1_000_000, sku="sku1", cat="a/b", pctr=0.25,
+                     cons=7, arms={"exp": "b"})
+    body = signer.sign(imp).split(".")[0]
+    assert json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))[:5] == ["r1", "u1", 2, "sku1", 3]
+
+    def issued(payload: bytes) -> str:        # a token as this key signs it, whatever the payload
+        b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+        return f"{b64(payload)}.{b64(signer._sig(payload))}"
+
+    old = json.dumps(imp._asdict(), separators=(",", ":"), sort_keys=True).encode()
+    assert signer.verify(issued(old), 1_000_500) == imp, "tokens issued before the array format stay valid"
+    for payload in (b'"a string"', b"[1, 2]", b'{"rid": "r1"}', b"not json"):
+        with pytest.raises(InvalidRequest) as info:
+            signer.verify(issued(payload), 1_000_500)
+        assert info.value.field == "impression_token"

@@ -123,3 +123,39 @@ def test_ranker_rows_carry_the_rating_training_sees():
     by_kind = {r["item_kind"]: r for r in ranker.rows}
     assert by_kind["ad"]["rating"] == pytest.approx(0.83)
     assert by_kind["product"]["rating"] == pytest.approx(0.83)
+
+
+def test_event_ids_are_the_uuid5_of_token_and_kind():
+    import random
+    import uuid
+
+    from serving._recommend import _EVENT_NS, event_id_of
+
+    rng = random.Random(3)
+    for _ in range(500):
+        token = "".join(rng.choice("abcXYZ019-_.é") for _ in range(rng.randint(0, 300)))
+        kind = rng.randint(0, 5)
+        assert event_id_of(token, kind) == str(uuid.uuid5(_EVENT_NS, f"{token}:{kind}"))
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_each_served_item_logs_one_impression_with_its_own_fields(measured):
+    from serving._recommend import event_id_of
+
+    s = _servicer(_Users())
+    request = _req()
+    request.consent.measurement = measured
+    request.context.scene = "park"
+    request.surfaces.suggestions = 1
+    reply = s.Recommend(request, None)
+    items = [(a.impression_token, a.creative_id, events_pb2.AD) for a in reply.ads] + \
+            [(p.impression_token, p.product_sku, events_pb2.PRODUCT) for p in reply.suggestions]
+    assert len(items) == 2
+    logged = s._events.of(s._settings.topic("feedback"))
+    assert [(e.impression_token, e.item_id, e.item_kind) for e in logged] == items
+    for event in logged:
+        assert event.type == events_pb2.IMPRESSION and event.event_id == event_id_of(event.impression_token, 1)
+        assert event.consent == request.consent and event.app_id == "a" and event.model_version == reply.model_version
+        assert (event.user_id, event.request_id) == (("u", reply.request_id) if measured else ("", ""))
+        assert event.HasField("context") == measured and (event.context.scene == "park") == measured
+    assert logged[0].campaign_id == "c1" and logged[0].category == "sports/running_shoes" and logged[1].position == 0
