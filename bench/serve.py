@@ -84,9 +84,7 @@ def _serve(args) -> int:
         services = [echo_service()]
         servicer = None
     else:
-        events = (KafkaEventLog(args.bootstrap, max_buffer=settings.serving.log_buffer,
-                                process=settings.serving.event_log_process)
-                  if args.bootstrap else _CountingSink())
+        events = KafkaEventLog.from_settings(settings, args.bootstrap) if args.bootstrap else _CountingSink()
         service = recommendation_service(settings, events=events, feature_store=args.feast)
         services, servicer = [service], service.servicer
     keys = ApiKeyStore.from_settings(settings)

@@ -70,8 +70,7 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
     if events is None:
         from sightline.stack import kafka_bootstrap
 
-        events = KafkaEventLog(kafka_bootstrap(settings), max_buffer=settings.serving.log_buffer,
-                               process=settings.serving.event_log_process)
+        events = KafkaEventLog.from_settings(settings, kafka_bootstrap(settings))
     if feature_store and user_features is None:
         from features import open_store
 

@@ -77,8 +77,11 @@ class ServingSettings(_Section):
     """How long an impression token stays valid for ReportFeedback."""
     log_buffer: int = Field(100_000, ge=100)
     """Events the background Kafka logger holds in memory; beyond it Recommend waits (back-pressure, never drops)."""
+    event_log_client: Literal["librdkafka", "kafka-python"] = "librdkafka"
+    """Kafka client of the event log: librdkafka (confluent-kafka; C, off the GIL) or kafka-python."""
     event_log_process: bool = True
-    """Run the Kafka producer of the event log in a child process (its pure-Python encoding off the server's GIL)."""
+    """With ``event_log_client = kafka-python``: run its producer in a child process (its pure-Python
+    encoding off the server's GIL); false: a thread of the server."""
     reserve_ecpm: float = Field(0.0, ge=0)
     """Default auction reserve (eCPM); an experiment arm may override it."""
     quality_floor: float = Field(0.0, ge=0, le=1)

@@ -28,8 +28,9 @@ def _consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0)
     return out
 
 
-@pytest.mark.parametrize("process", [True, False], ids=["producer-process", "producer-thread"])
-def test_events_reach_kafka_and_shutdown_flushes(kafka_settings, serving_kit, process):
+@pytest.mark.parametrize("client,process", [("librdkafka", False), ("kafka-python", True), ("kafka-python", False)],
+                         ids=["librdkafka", "kafka-python-process", "kafka-python-thread"])
+def test_events_reach_kafka_and_shutdown_flushes(kafka_settings, serving_kit, client, process):
     from experiments import Arm, Experiment, ExperimentStore
     from serving import KafkaEventLog
 
@@ -39,7 +40,7 @@ def test_events_reach_kafka_and_shutdown_flushes(kafka_settings, serving_kit, pr
     exp.create(Experiment(id="kafka-exp", arms=(Arm(name="a", weight=1), Arm(name="b", weight=1))))
     exp.start("kafka-exp")
     exp.close()
-    events = KafkaEventLog(settings.kafka.bootstrap, process=process)
+    events = KafkaEventLog(settings.kafka.bootstrap, process=process, client=client)
     r = serving_kit.start_server(settings, events=events, feature_store=False)
     served = 0
     try:
@@ -76,3 +77,10 @@ def test_events_reach_kafka_and_shutdown_flushes(kafka_settings, serving_kit, pr
 
     key = settings.privacy.hmac_key
     assert units == {pseudonymize(f"user-{i}", key) for i in range(4)}, "one exposure per user and experiment"
+
+
+def test_an_unreachable_broker_fails_at_start_with_the_address():
+    from serving import KafkaEventLog
+
+    with pytest.raises(RuntimeError, match="127.0.0.1:9"):
+        KafkaEventLog("127.0.0.1:9").start()
