@@ -132,28 +132,12 @@ class KafkaEventLog:
 
     def send(self, topic: str, message) -> None:
         """Queue one protobuf message for ``topic`` (waits only when the buffer is full)."""
-        if self._thread is None:
-            raise RuntimeError("KafkaEventLog.send before start(); call start() when the server starts")
-        if self._rd:
-            self._produce(topic, message)
-            with self._lock:
-                self.sent += 1
-            return
-        if not self._process_mode:
-            self._queue.put((topic, message))
-            return
-        record = (topic, message.user_id.encode(), message.SerializeToString(), message.DESCRIPTOR.full_name.encode())
-        with self._cond:
-            while len(self._pending) >= self._max_buffer:
-                self._cond.wait(0.1)
-            self._pending.append(record)
-            if len(self._pending) == 1:
-                self._cond.notify_all()
+        self.send_many(topic, [message])
 
     def send_many(self, topic: str, messages) -> None:
-        """``send`` for each message, queued under one lock (a Recommend logs ~13 events)."""
+        """Queue a list of messages for ``topic`` under one lock (a Recommend logs ~13 events)."""
         if self._thread is None:
-            raise RuntimeError("KafkaEventLog.send_many before start(); call start() when the server starts")
+            raise RuntimeError("KafkaEventLog.send before start(); call start() when the server starts")
         if self._rd:
             for message in messages:
                 self._produce(topic, message)
