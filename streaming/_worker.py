@@ -342,7 +342,11 @@ class IngestWorker:
             try:
                 self.consumer.commit(offsets)
                 self._positions.clear()
-            except (CommitFailedError, KafkaError) as exc:   # a rebalance took the partitions: replay is deduplicated
+            except (CommitFailedError, KafkaError, RuntimeError) as exc:
+                # a rebalance took the partitions, or kafka-python ran the revocation listener on
+                # its IO thread, where a blocking commit is refused (RuntimeError; seen in CI when
+                # the rebalance began between polls): either way the new owner replays from the
+                # last commit and the shared de-duplication state drops what was already applied
                 log.warning("worker %s: commit after %s failed (%s); the new owner replays, de-duplicated",
                             self.worker_id, reason, exc)
                 self._positions.clear()
