@@ -224,7 +224,11 @@ def product_candidates(catalog: Catalog, ctx: RequestContext, index: ContextInde
     named = catalog.named_products
     if named is None:            # a Catalog built by hand (tests)
         named = {w: _named(catalog.products, skus) for w, skus in catalog.word_index.items()}
-    for w in said:
+    # in the order the words were said, objects after: a set's order follows the process's
+    # hash seed, and which named products make the cut must not differ between processes
+    for w in dict.fromkeys((*ctx.intent_words, *ctx.objects)):
+        if len(scored) >= limit:
+            break
         for p, sku, cat, price, qterm in named.get(w, ()):
             if sku not in seen and cat in weights:
                 seen.add(sku)
