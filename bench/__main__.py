@@ -34,7 +34,9 @@ def _fmt(value) -> str:
 def render_table(results_dir: Path) -> str:
     rows = ["| benchmark | quick | headline figures | measured |", "|---|---|---|---|"]
     for name, keys in BENCHMARKS.items():
-        path = results_dir / f"{name}.json"
+        # the full run when there is one; a quick run only stands in until then
+        path = next((p for p in (results_dir / f"{name}.json", results_dir / f"{name}.quick.json") if p.exists()),
+                    results_dir / f"{name}.json")
         if not path.exists():
             rows.append(f"| `{name}` | – | not run yet (`python -m bench.{name}`) | – |")
             continue
