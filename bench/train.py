@@ -77,14 +77,15 @@ def _baseline_model(cfg, sparse: bool):
                                        for n in cfg.sparse])
             self.dense_arch = _mlp([cfg.num_dense, *cfg.dense_arch, d], final_relu=True)
             f = len(cfg.sparse) + 1
-            self.register_buffer("_tri", torch.triu_indices(f, f, offset=1), persistent=False)
+            tri = torch.triu_indices(f, f, offset=1)
+            self.register_buffer("_pairs", tri[0] * f + tri[1], persistent=False)
             self.over_arch = _mlp([cfg.num_dense + d + f * (f - 1) // 2, *cfg.over_arch, 2], final_relu=False)
 
         def forward(self, dense, bags):
             x = self.dense_arch(dense)
             pooled = torch.stack([bag(v, o) for bag, (v, o) in zip(self.bags, bags)], dim=1)
             allv = torch.cat([x.unsqueeze(1), pooled], dim=1)
-            inter = torch.bmm(allv, allv.transpose(1, 2))[:, self._tri[0], self._tri[1]]
+            inter = torch.bmm(allv, allv.transpose(1, 2)).flatten(1).index_select(1, self._pairs)
             return self.over_arch(torch.cat([dense, x, inter], dim=1))
 
     return Plain()
