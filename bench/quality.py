@@ -10,7 +10,7 @@ figures are in ``torchrec_seeds``); the true probabilities give the
 Bayes-optimal AUC/log-loss on the same rows. Report (metrics.json, calibration.png,
 roc.png) in ``bench/results/quality/``.
 
-Usage: python -m bench.quality [--quick] [--world-size N] [--requests N]
+Usage: python -m bench.quality [--quick] [--world-size N] [--requests N] [--days D]
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller log, TorchRec + XGBoost only (~1-2 minutes)")
     ap.add_argument("--world-size", type=int, default=2)
     ap.add_argument("--requests", type=int, default=None, help="simulated requests (default 200k; quick 40k)")
+    ap.add_argument("--days", type=float, default=None,
+                    help="days the simulated requests are spread over (default 7; the world is the same)")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--models", default=None, help="comma list (default: all; quick: torchrec,xgboost)")
     ap.add_argument("--seeds", type=int, default=None,
@@ -68,11 +70,12 @@ def main() -> None:
     from simulation import WorldConfig, build_world, simulate_logged_impressions
 
     n_req = args.requests or (40_000 if args.quick else 200_000)
+    days = args.days or 7.0
     kinds = (args.models or ("torchrec,xgboost" if args.quick else "torchrec,xgboost,logreg,popularity")).split(",")
     t0 = time.perf_counter()
-    progress(f"simulating {n_req} requests on the default world ...")
+    progress(f"simulating {n_req} requests over {days:g} days on the default world ...")
     world = build_world(WorldConfig())
-    log = simulate_logged_impressions(world, n_req, seed=1)
+    log = simulate_logged_impressions(world, n_req, seed=1, days=days)
     progress(f"{log.height} impressions; point-in-time features (polars) ...")
     prep = prepare(point_in_time_features(log))
     progress(f"train {prep.split.train.height} / valid {prep.split.valid.height} / test {prep.split.test.height} rows "
@@ -130,7 +133,7 @@ def main() -> None:
         "torchrec_seeds": per_seed,
         **oracle, "calibration_bayes_test": round(float(bayes["calibration"]), 4),
         "calibration_bayes_valid": round(bayes_cal_valid, 4),
-        "requests": n_req, "impressions": log.height, "test_rows": prep.split.test.height,
+        "requests": n_req, "days": days, "impressions": log.height, "test_rows": prep.split.test.height,
         "world_size": args.world_size, "train_seconds": seconds, "report": {k: str(Path(v)) for k, v in report.items()},
     }
     emit("quality", figures, args.quick)
