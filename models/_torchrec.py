@@ -102,6 +102,30 @@ def build_ranker(cfg: RankerConfig, device=None):
     import torch.nn as nn
     from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
+    class BagMean(nn.Module):
+        """Mean pooling from the collection's sums: ``[B, F, d]`` in ``keys`` order, each bag's sum
+        divided by its number of ids (an empty bag stays 0, as with MEAN pooling).
+
+        The tables pool with SUM because FBGEMM's CPU TBE kernels run MEAN through a much slower
+        path (forward 4.5 vs 0.8 ms for the 22 tables at batch 1024, one thread); the gradient
+        reaching the tables is the same (scaled by 1 / ids per bag). A module of its own so the
+        train pipeline's tracer takes it as a leaf.
+        """
+
+        def __init__(self, keys: list[str]) -> None:
+            super().__init__()
+            self.keys = keys
+
+        def forward(self, pooled, sparse: KeyedJaggedTensor) -> torch.Tensor:
+            # a sharded EBC may return the features in another order (grouped by sharding type)
+            by_name = pooled.to_dict()
+            sums = torch.stack([by_name[n] for n in self.keys], dim=1)
+            in_keys = sparse.keys()
+            lengths = sparse.lengths().view(len(in_keys), -1)
+            if in_keys != self.keys:
+                lengths = lengths[[in_keys.index(n) for n in self.keys]]
+            return sums / lengths.t().clamp(min=1).unsqueeze(-1).to(sums.dtype)
+
     class Ranker(nn.Module):
         """DLRM-style two-head ranker: ``forward(dense, sparse) -> logits [B, 2]`` (ctr, cvr)."""
 
@@ -110,9 +134,10 @@ def build_ranker(cfg: RankerConfig, device=None):
             d = cfg.embedding_dim
             self.ebc = EmbeddingBagCollection(
                 tables=[EmbeddingBagConfig(name=f"t_{n}", embedding_dim=d, num_embeddings=cfg.num_embeddings[n],
-                                           feature_names=[n], pooling=PoolingType.MEAN) for n in cfg.sparse],
+                                           feature_names=[n], pooling=PoolingType.SUM) for n in cfg.sparse],
                 device=device,
             )
+            self.mean = BagMean(list(cfg.sparse))
             self.dense_arch = _mlp([cfg.num_dense, *cfg.dense_arch, d], final_relu=True)
             f = len(cfg.sparse) + 1
             # the pairs above the diagonal as flat positions of the f×f dot matrix: index_select
@@ -125,10 +150,7 @@ def build_ranker(cfg: RankerConfig, device=None):
 
         def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
             x = self.dense_arch(dense)
-            # Sharded EBCs may return the features in another order (grouped by sharding
-            # type): index by name so sharded and unsharded models agree.
-            by_name = self.ebc(sparse).to_dict()
-            pooled = torch.stack([by_name[n] for n in cfg.sparse], dim=1)
+            pooled = self.mean(self.ebc(sparse), sparse)
             allv = torch.cat([x.unsqueeze(1), pooled], dim=1)
             inter = torch.bmm(allv, allv.transpose(1, 2)).flatten(1).index_select(1, self._pairs)
             return self.over_arch(torch.cat([dense, x, inter], dim=1))

@@ -1,0 +1,39 @@
+"""The TorchRec ranker's pooling: SUM tables divided by the bag sizes equal MEAN pooling."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torchrec = pytest.importorskip("torchrec")
+
+
+def test_sum_pooling_divided_by_bag_size_is_mean_pooling():
+    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
+
+    from models._torchrec import RankerConfig, build_ranker
+
+    keys = ["a", "b", "c"]
+    cfg = RankerConfig(sparse=tuple(keys), num_embeddings={"a": 50, "b": 7, "c": 1000}, num_dense=3)
+    torch.manual_seed(0)
+    ranker = build_ranker(cfg, torch.device("cpu"))
+    mean = EmbeddingBagCollection(tables=[
+        EmbeddingBagConfig(name=f"t_{k}", embedding_dim=cfg.embedding_dim, num_embeddings=cfg.num_embeddings[k],
+                           feature_names=[k], pooling=PoolingType.MEAN) for k in keys])
+    mean.load_state_dict(ranker.ebc.state_dict())
+    # batch of 4; empty bags (length 0) must stay 0 as with MEAN
+    lengths = {"a": [1, 0, 3, 2], "b": [1, 1, 1, 0], "c": [0, 0, 5, 1]}
+    gen = torch.Generator().manual_seed(1)
+    values = {k: torch.randint(0, cfg.num_embeddings[k], (sum(v),), generator=gen) for k, v in lengths.items()}
+
+    def kjt(order):
+        return KeyedJaggedTensor(keys=order, values=torch.cat([values[k] for k in order]),
+                                 lengths=torch.tensor([n for k in order for n in lengths[k]], dtype=torch.int32))
+
+    with torch.no_grad():
+        want = mean(kjt(keys)).to_dict()
+        for order in (keys, ["c", "a", "b"]):   # any key order of the input
+            got = ranker.mean(ranker.ebc(kjt(order)), kjt(order))
+            for i, k in enumerate(keys):
+                torch.testing.assert_close(got[:, i], want[k], rtol=1e-6, atol=1e-7)
+    assert torch.equal(got[1, 0], torch.zeros(cfg.embedding_dim))
