@@ -108,7 +108,7 @@ ACTIONS: tuple[Action, ...] = (
        "serving consent gate"),
     _a("serving", "keep_frequency_counters", {"context", "personalization"},
        "per-user frequency-cap counters are kept", "no per-user counters (caps cannot apply)",
-       "serving._caps.FrequencyCounter callers"),
+       "serving.FrequencyStore callers (counts of capped campaigns only)"),
     _a("serving", "count_delivery", {"context"},
        "spend and pacing counters per campaign (no user id) count the impression",
        "nothing is served, so nothing is counted", "serving pacing"),

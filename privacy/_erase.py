@@ -160,6 +160,23 @@ def _streaming_state(settings, ids: Sequence[str]) -> list[StoreDeletion]:
     return [StoreDeletion("streaming_state", str(path), int(count), "user-keyed window buckets and dirty marks")]
 
 
+def _frequency_caps(settings, ids: Sequence[str]) -> list[StoreDeletion]:
+    """Serving's shared frequency-cap counts (SQLite file or Redis); an in-process store
+    (``serving.frequency_store = memory``) is cleared by the running server's eraser instead."""
+    kind = settings.frequency_store_kind
+    if kind == "memory" or (kind == "sqlite" and not settings.frequency_store_path.exists()):
+        return []
+    from serving import frequency_store
+
+    store = frequency_store(settings)
+    try:
+        deleted = sum(store.erase_user(i) for i in ids)
+    finally:
+        store.close()
+    where = str(settings.frequency_store_path) if kind == "sqlite" else f"redis {settings.feast.redis_url}"
+    return [StoreDeletion("serving_frequency_caps", where, int(deleted), "campaign entries of per-day impression counts")]
+
+
 def erase_user(settings, user_id: str, *, pseudonymous: bool = False, requested_by: str = "",
                erasers: Mapping[str, Eraser] | None = None) -> Receipt:
     """Erase ``user_id`` (the app's id; ``pseudonymous=True`` if it is already the stored pseudonym).
@@ -183,6 +200,7 @@ def erase_user(settings, user_id: str, *, pseudonymous: bool = False, requested_
     steps: list[tuple[str, Callable[[], list[StoreDeletion]]]] = [
         ("feast_online", online), ("offline files", lambda: _offline(settings, ids)),
         ("streaming_state", lambda: _streaming_state(settings, ids)),
+        ("serving_frequency_caps", lambda: _frequency_caps(settings, ids)),
     ]
     for name, eraser in (erasers or {}).items():
         steps.append((name, lambda n=name, e=eraser: [StoreDeletion(n, "in-process", int(e(list(ids))))]))

@@ -41,11 +41,13 @@ def admin_services(settings, *, erasers=None) -> list[Service]:
 
 def recommendation_service(settings, *, snapshots=None, rankers=None, events=None, user_features=None,
                            item_features=None, experiments=None, feature_store: bool = True,
-                           use_experiments: bool = True, defaults=None, pacing=None, seed: int | None = None,
-                           clock=None) -> Service:
+                           use_experiments: bool = True, defaults=None, pacing=None, caps=None,
+                           seed: int | None = None, clock=None) -> Service:
     """The Recommend/ReportFeedback ``Service`` with real backends unless given.
 
     ``feature_store=False`` runs without Feast (context-only ranking; counted as absent).
+    ``caps`` defaults to the ``FrequencyStore`` of ``serving.frequency_store``; ``pacing`` to a
+    ``PacingBook`` pacing 1/``serving.processes`` of every budget.
     The returned Service starts the background threads in ``on_start`` and drains the
     event log in ``on_stop``; ``service.servicer`` is the ``RecommendationServicer``.
     """
@@ -59,6 +61,14 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
     from serving._recommend import Experiments, RecommendationServicer
 
     owned: list = []
+    if caps is None:
+        from serving._caps import frequency_store
+
+        caps = frequency_store(settings)
+    if pacing is None:
+        from serving._delivery import PacingBook
+
+        pacing = PacingBook(share=1.0 / settings.serving.processes)
     if snapshots is None:
         from campaigns import CampaignStore, SnapshotCache
 
@@ -86,7 +96,7 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
             experiments = None
     servicer = RecommendationServicer(
         settings=settings, snapshots=snapshots, rankers=rankers, events=events, taxonomy=Taxonomy(),
-        user_features=user_features, experiments=experiments, defaults=defaults, pacing=pacing, seed=seed,
+        user_features=user_features, experiments=experiments, defaults=defaults, pacing=pacing, caps=caps, seed=seed,
         clock=clock or time.time)
     if feature_store and item_features is None:
         # the reads run in a child process: through Feast they cost ~1.3 s of CPU per refresh,
@@ -126,6 +136,7 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
         for cache in owned:
             cache.stop()
         events.close()
+        caps.close()
 
     return Service(RECOMMENDATION_SERVICE, serving_pb2_grpc.add_RecommendationServiceServicer_to_server,
                    servicer, RECOMMENDATION_SCOPES, on_stop=on_stop, on_start=on_start)
@@ -147,5 +158,8 @@ def _warm_rankers(rankers, default_ref: str, experiments) -> None:
 def app_services(settings) -> list[Service]:
     """Every service of a full Sightline server built from settings."""
     recommend = recommendation_service(settings)
-    erasers = {"serving_frequency_counters": recommend.servicer.erase_ids}
+    # a shared frequency store (sqlite, redis) is erased by privacy itself; only counts kept in
+    # this process need the running server's hand
+    memory = settings.frequency_store_kind == "memory"
+    erasers = {"serving_frequency_counters": recommend.servicer.erase_ids} if memory else None
     return [recommend] + admin_services(settings, erasers=erasers)

@@ -1,19 +1,59 @@
 """Frequency caps per user and campaign: at most N impressions a (UTC) day and M in any
-rolling 7 days. Pure counting over plain data; the caller passes the day number.
+rolling 7 days.
 
-Counts are keyed by the pseudonymized user id and kept only for requests with
-personalization consent (nothing user-keyed is stored otherwise). ``erase_user`` supports
-the privacy erasure path.
+The decision is a pure function over one user's counts (``cap_allows``); where the counts
+live is a ``serving.types.FrequencyStore``: this module's ``FrequencyCounter`` keeps them
+in the process (tests, one-off tools), ``SqliteFrequencyStore`` in a file every server
+process on the machine shares (profile ``local``), ``RedisFrequencyStore`` in the Redis
+every server behind the load balancer shares (profile ``prod``). Counts are keyed by the
+pseudonymized user id and kept only for requests with personalization consent (nothing
+user-keyed is stored otherwise); ``erase_user`` serves the privacy erasure path.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from typing import Iterable, Mapping, Sequence
+
+WEEK_DAYS = 7
+"""The rolling window of the weekly cap, in UTC days (today and the six before)."""
+
+CapAsk = tuple[str, "int | None", "int | None"]
+"""``(campaign_id, per_day, per_week)``: one ad's caps (``None`` = no cap)."""
+
+
+def cap_allows(by_day: Mapping[int, int], day: int, per_day: int | None, per_week: int | None) -> bool:
+    """Whether one more impression stays within the caps, given the impressions per day."""
+    if per_day is None and per_week is None:
+        return True
+    if per_day is not None and by_day.get(day, 0) >= per_day:
+        return False
+    if per_week is not None:
+        week = sum(n for d, n in by_day.items() if day - WEEK_DAYS < d <= day)
+        if week >= per_week:
+            return False
+    return True
+
+
+def allowed_from_counts(counts: Mapping[str, Mapping[int, int]], asks: Iterable[CapAsk], day: int) -> list[bool]:
+    """``cap_allows`` for each ask, given one user's counts per campaign and day."""
+    empty: dict[int, int] = {}
+    return [cap_allows(counts.get(cid, empty), day, per_day, per_week) for cid, per_day, per_week in asks]
+
+
+def needs_counts(asks: Sequence[CapAsk]) -> bool:
+    """Whether any ask has a cap at all (a store read can be skipped otherwise)."""
+    return any(per_day is not None or per_week is not None for _, per_day, per_week in asks)
 
 
 class FrequencyCounter:
-    """Impressions per (user, campaign, day), the last 7 days kept. Thread-safe."""
+    """Impressions per (user, campaign, day) in this process, the last 7 days kept. Thread-safe.
+
+    Lost on restart and not shared between processes: the stores in ``_caps_sqlite`` and
+    ``_caps_redis`` are for servers; this one is for tests and single-process tools."""
+
+    kind = "memory"
 
     def __init__(self) -> None:
         self._counts: dict[str, dict[str, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
@@ -23,40 +63,55 @@ class FrequencyCounter:
         """(impressions today, impressions in the 7 days ending today)."""
         with self._lock:
             by_day = self._counts.get(user, {}).get(campaign_id, {})
-            return by_day.get(day, 0), sum(n for d, n in by_day.items() if day - 6 <= d <= day)
+            return by_day.get(day, 0), sum(n for d, n in by_day.items() if day - WEEK_DAYS < d <= day)
 
     def allowed(self, user: str, campaign_id: str, day: int, per_day: int | None, per_week: int | None) -> bool:
-        if per_day is None and per_week is None:
-            return True
-        today, week = self.counts(user, campaign_id, day)
-        return (per_day is None or today < per_day) and (per_week is None or week < per_week)
+        return self.allowed_many(user, [(campaign_id, per_day, per_week)], day)[0]
 
-    def allowed_many(self, user: str, asks, day: int) -> list[bool]:
-        """``allowed`` for each ``(campaign_id, per_day, per_week)`` of one request, under one lock."""
-        out = []
+    def allowed_many(self, user: str, asks: Sequence[CapAsk], day: int) -> list[bool]:
+        """``cap_allows`` for each ``(campaign_id, per_day, per_week)`` of one request, under one lock."""
         with self._lock:
-            by_campaign = self._counts.get(user, {})
-            for campaign_id, per_day, per_week in asks:
-                if per_day is None and per_week is None:
-                    out.append(True)
-                    continue
-                by_day = by_campaign.get(campaign_id, {})
-                today, week = by_day.get(day, 0), sum(n for d, n in by_day.items() if day - 6 <= d <= day)
-                out.append((per_day is None or today < per_day) and (per_week is None or week < per_week))
-        return out
+            return allowed_from_counts(self._counts.get(user, {}), asks, day)
 
     def record(self, user: str, campaign_id: str, day: int, n: int = 1) -> None:
+        self.record_many(user, [campaign_id] * n, day)
+
+    def record_many(self, user: str, campaign_ids: Sequence[str], day: int) -> None:
+        """One impression per entry of ``campaign_ids`` (a reply's served ads) today."""
+        if not campaign_ids:
+            return
         with self._lock:
-            by_day = self._counts[user][campaign_id]
-            by_day[day] = by_day.get(day, 0) + n
-            for old in [d for d in by_day if d < day - 6]:
-                del by_day[old]
+            by_campaign = self._counts[user]
+            for campaign_id in campaign_ids:
+                by_day = by_campaign[campaign_id]
+                by_day[day] = by_day.get(day, 0) + 1
+                for old in [d for d in by_day if d <= day - WEEK_DAYS]:
+                    del by_day[old]
 
     def erase_user(self, user: str) -> int:
         """Forget a user's counters; returns how many campaign entries were removed."""
         with self._lock:
             return len(self._counts.pop(user, {}))
 
-    def __len__(self) -> int:
+    def users(self) -> int:
         with self._lock:
             return len(self._counts)
+
+    __len__ = users
+
+    def close(self) -> None:
+        pass
+
+
+def frequency_store(settings):
+    """The ``FrequencyStore`` the settings name (``serving.frequency_store``, profile default)."""
+    kind = settings.frequency_store_kind
+    if kind == "memory":
+        return FrequencyCounter()
+    if kind == "sqlite":
+        from serving._caps_sqlite import SqliteFrequencyStore
+
+        return SqliteFrequencyStore(settings.frequency_store_path)
+    from serving._caps_redis import RedisFrequencyStore
+
+    return RedisFrequencyStore(settings.feast.redis_url, prefix=settings.kafka.topic_prefix)

@@ -42,10 +42,18 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """Token buckets by key id, created on first use; thread-safe (one lock, O(1) work)."""
+    """Token buckets by key id, created on first use; thread-safe (one lock, O(1) work).
 
-    def __init__(self, default_rate: float, default_burst: float) -> None:
+    ``share``: the part of every key's rate and burst this process grants — ``1/N`` when N
+    server processes share the port, so a key's limit holds for the machine, not per process
+    (the kernel spreads connections, so an app with one connection sees one process's share;
+    its limit is then 1/N of the configured one: spread calls over several connections)."""
+
+    def __init__(self, default_rate: float, default_burst: float, *, share: float = 1.0) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}")
         self._default = (default_rate, default_burst)
+        self._share = share
         self._buckets: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
 
@@ -54,7 +62,8 @@ class RateLimiter:
         with self._lock:
             bucket = self._buckets.get(key_id)
             if bucket is None:
-                bucket = TokenBucket(rate or self._default[0], burst or self._default[1])
+                bucket = TokenBucket((rate or self._default[0]) * self._share,
+                                     max(1.0, (burst or self._default[1]) * self._share))
                 self._buckets[key_id] = bucket
             ok = bucket.take(now)
             return ok, (0.0 if ok else bucket.retry_after())

@@ -34,7 +34,7 @@ from serving._rows import CandidateRows, category_clicks
 from serving._tokens import Impression, TokenSigner
 from serving._validate import validate_feedback, validate_recommend
 from serving.errors import DeadlineExceeded
-from serving.types import EventSink, RankerSource
+from serving.types import EventSink, FrequencyStore, RankerSource
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
     def __init__(self, *, settings, snapshots, rankers: RankerSource, events: EventSink, taxonomy,
                  user_features=None, item_features=None, experiments: Experiments | None = None,
                  defaults: Defaults | None = None, pacing: PacingBook | None = None,
+                 caps: FrequencyStore | None = None,
                  clock: Callable[[], float] = time.time, seed: int | None = None) -> None:
         from campaigns.vocab import SENSITIVE_LOCATIONS
 
@@ -122,7 +123,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
             ranker=settings.models.serving_alias, reserve_ecpm=settings.serving.reserve_ecpm,
             quality_floor=settings.serving.quality_floor, exploration=settings.serving.exploration)
         self.pacing = pacing or PacingBook()
-        self.caps = FrequencyCounter()
+        self.caps: FrequencyStore = caps if caps is not None else FrequencyCounter()
         self._index = ContextIndex(taxonomy, SENSITIVE_LOCATIONS)
         self._signer = TokenSigner(settings.privacy.hmac_key, settings.serving.token_ttl_s)
         self._hmac_key = settings.privacy.hmac_key
@@ -161,7 +162,11 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
 
     def stats(self) -> dict:
         out = self.counters.snapshot()
-        out["caps_users"] = len(self.caps)
+        out["caps_store"] = self.caps.kind
+        try:
+            out["caps_users"] = self.caps.users()
+        except Exception as exc:  # noqa: BLE001 - stats must not fail on a store outage
+            log.debug("frequency store unavailable for stats: %s", exc)
         out["events"] = getattr(self._events, "stats", {})
         return out
 
@@ -238,7 +243,13 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         day = int(now_s // DAY_S)
         if ads and personal:
             before = len(ads)
-            allowed = self.caps.allowed_many(user_key, [(a.spec.campaign_id, a.spec.cap_day, a.spec.cap_week) for a in ads], day)
+            asks = [(a.spec.campaign_id, a.spec.cap_day, a.spec.cap_week) for a in ads]
+            try:
+                allowed = self.caps.allowed_many(user_key, asks, day)
+            except Exception as exc:  # noqa: BLE001 - a cap we cannot check is not served; uncapped ads still are
+                c.add("caps_store_down")
+                log.debug("frequency store unavailable: %s", exc)
+                allowed = [per_day is None and per_week is None for _, per_day, per_week in asks]
             ads = [a for a, ok in zip(ads, allowed) if ok]
             c.add("ads_capped", before - len(ads))
         if ads:
@@ -289,6 +300,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         cons = (1 if consent.context else 0) | (2 if personal else 0) | (4 if consent.measurement else 0)
         now_ms = int(now_s * 1000)
         events: list = []
+        capped_served: list[str] = []
         for w in wins:
             a = by_key[w.bidder.key]
             spec = a.spec
@@ -313,10 +325,17 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
                 self.pacing.served(spec.campaign_id, spec.daily_budget, now_s, charge=w.price)
             else:
                 self.pacing.served(spec.campaign_id, spec.daily_budget, now_s, click_price=w.price, pctr=w.bidder.pctr)
-            if personal:
-                self.caps.record(user_key, spec.campaign_id, day)
+            if personal and (spec.cap_day is not None or spec.cap_week is not None):
+                # only capped campaigns are counted: nothing user-keyed is kept that no cap reads
+                capped_served.append(spec.campaign_id)
             events.append((imp, token, w.price if cpm else 0.0))
         c.add("ads_served", len(reply.ads))
+        if capped_served:
+            try:
+                self.caps.record_many(user_key, capped_served, day)
+            except Exception as exc:  # noqa: BLE001 - the reply stands; the miss is counted
+                c.add("caps_record_failed")
+                log.warning("frequency store missed %d impressions: %s", len(capped_served), exc)
 
         n_sugg = request.surfaces.suggestions
         order = sorted([(-score, cand.product.sku, i) for i, (cand, score) in enumerate(zip(products, product_scores))])

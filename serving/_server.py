@@ -140,11 +140,14 @@ def build_server(
     host: str | None = None,
     port: int | None = None,
     clock: Callable[[], float] = time.monotonic,
+    reuse_port: bool = False,
 ) -> ServingServer:
     """Build the gRPC server on ``settings.serving.host:port`` (``port`` 0 picks a free one).
 
     ``api_keys`` defaults to an ``ApiKeyStore`` on ``settings.campaign_db_url`` when
     ``settings.serving.require_api_key`` is on. Call ``.start()`` (or use ``with``).
+    ``reuse_port`` binds with SO_REUSEPORT, so the other processes of a ``ServerGroup`` can
+    bind the same port; the kernel then spreads connections over them.
     """
     from grpc_health.v1 import health, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
@@ -162,7 +165,7 @@ def build_server(
     if cfg.require_api_key:
         if api_keys is None:
             api_keys, owns_keys = ApiKeyStore.from_settings(settings), True
-        interceptors.append(AuthInterceptor(scopes, api_keys, RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst), clock))
+        interceptors.append(AuthInterceptor(scopes, api_keys, RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst, share=1.0 / cfg.processes), clock))
     else:
         api_keys = None
         log.warning("serving.require_api_key is off: every caller may call every method")
@@ -170,7 +173,7 @@ def build_server(
     options = [
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
         ("grpc.max_send_message_length", cfg.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="serving"),
                          interceptors=interceptors, options=options)

@@ -37,6 +37,33 @@ class EventSink(Protocol):
     def close(self, timeout: float = 10.0) -> None: ...
 
 
+class FrequencyStore(Protocol):
+    """Impressions per (pseudonymized user, campaign, UTC day) behind the frequency caps
+    (``serving._caps``: in-process; ``_caps_sqlite``: one file per machine; ``_caps_redis``:
+    shared by every server). Failures raise ``serving.errors.Unavailable``."""
+
+    kind: str
+
+    def allowed_many(self, user: str, asks: Sequence[tuple[str, int | None, int | None]], day: int) -> list[bool]:
+        """For each ``(campaign_id, per_day, per_week)``: may one more impression be served today?"""
+        ...
+
+    def record_many(self, user: str, campaign_ids: Sequence[str], day: int) -> None:
+        """Count one impression today for each entry (a reply's served ads, in one write)."""
+        ...
+
+    def counts(self, user: str, campaign_id: str, day: int) -> tuple[int, int]:
+        """(impressions today, impressions in the 7 days ending today)."""
+        ...
+
+    def erase_user(self, user: str) -> int:
+        """Forget the user's counts; returns how many campaign entries went."""
+        ...
+
+    def users(self) -> int: ...
+    def close(self) -> None: ...
+
+
 class SnapshotSource(Protocol):
     """The campaign snapshot (``campaigns.SnapshotCache``): ``get()`` → ``CampaignSnapshot``."""
 

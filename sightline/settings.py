@@ -88,6 +88,14 @@ class ServingSettings(_Section):
     """Default least pCTR an ad needs to enter the auction; an arm may override it."""
     exploration: float = Field(0.0, ge=0, le=1)
     """Default chance the last ad slot explores a random eligible ad; an arm may override it."""
+    processes: int = Field(1, ge=1, le=64)
+    """Server processes of ``sightline serve`` sharing the port (SO_REUSEPORT; the kernel spreads
+    connections over them). Each paces 1/N of every budget and allows 1/N of every key's rate;
+    frequency caps need a shared store (``frequency_store`` sqlite or redis)."""
+    frequency_store: Literal["memory", "sqlite", "redis"] | None = None
+    """Where frequency-cap counts live. ``None``: ``redis`` (``feast.redis_url``) when the online store
+    is Redis (profile prod), else ``sqlite`` (``<data_dir>/serving/frequency.db``, shared by the
+    processes of one machine). ``memory``: in the process (lost on restart; one process only)."""
 
 
 class StreamingSettings(_Section):
@@ -169,6 +177,14 @@ class Settings(BaseSettings):
                 missing.append("privacy.hmac_key (a secret, SIGHTLINE_PRIVACY_HMAC_KEY)")
             if missing:
                 raise ValueError("profile 'prod' needs: " + "; ".join(missing))
+        store = self.serving.frequency_store
+        if self.serving.processes > 1 and store == "memory":
+            raise ValueError(f"serving.processes={self.serving.processes} with serving.frequency_store='memory' would "
+                             "count caps per process (a cap of 3 could serve 3 x N); set serving.frequency_store to "
+                             "sqlite or redis, or serving.processes=1")
+        if store == "redis" and not self.feast.redis_url:
+            raise ValueError("serving.frequency_store is 'redis' but feast.redis_url is empty; "
+                             "set SIGHTLINE_FEAST_REDIS_URL=host:6379")
         if self.feast.online_store == "redis" and not self.feast.redis_url:
             raise ValueError("feast.online_store is 'redis' but feast.redis_url is empty; set SIGHTLINE_FEAST_REDIS_URL=host:6379")
         return self
@@ -185,6 +201,16 @@ class Settings(BaseSettings):
     @property
     def kafka_dir(self) -> Path:
         return self.data_dir / "kafka"
+
+    @property
+    def frequency_store_kind(self) -> str:
+        """``serving.frequency_store`` with its profile default resolved."""
+        return self.serving.frequency_store or ("redis" if self.feast.online_store == "redis" else "sqlite")
+
+    @property
+    def frequency_store_path(self) -> Path:
+        """The SQLite file of the frequency caps (``frequency_store = sqlite``)."""
+        return self.data_dir / "serving" / "frequency.db"
 
     @property
     def registry_dir(self) -> Path:

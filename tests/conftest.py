@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -204,3 +205,33 @@ def _campaign_doc(cid: str = "c1", advertiser_id: str = "acme", **over) -> dict:
 def campaign_doc():
     """``campaign_doc(cid, advertiser_id, **overrides)`` → a valid active campaign dict."""
     return _campaign_doc
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real redis-server (Debian package) on a free loopback port; ``host:port``."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed; run scripts/system_deps.sh (Debian package redis-server)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("redis-server did not start within 10 s")
+            time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    client.close()
+    proc.terminate()
+    proc.wait(timeout=10)

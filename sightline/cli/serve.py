@@ -14,14 +14,19 @@ from sightline.cli import get_settings
 @click.option("--host", default=None, help="Interface to bind (default: serving.host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: serving.port, 50051; 0 = any free port).")
 @click.option("--no-auth", is_flag=True, help="Accept calls without an API key (development only).")
+@click.option("--processes", type=click.IntRange(1, 64), default=None,
+              help="Server processes sharing the port (default: serving.processes, 1). More than one needs a "
+                   "shared frequency store (serving.frequency_store sqlite, the local default, or redis).")
 @click.pass_context
-def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool) -> None:
+def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool, processes: int | None) -> None:
     """Run the gRPC recommendation and admin server until Ctrl-C / SIGTERM.
 
     Serves RecommendationService (Recommend, ReportFeedback), the admin services other
     packages register (campaigns, experiments, privacy), gRPC health and reflection.
     Callers send an API key in the `x-api-key` metadata; create one with
     `sightline serve keys create --owner my-app --scope recommend --scope feedback`.
+    With --processes N, N processes share the port (the kernel spreads connections);
+    each paces 1/N of every budget and grants 1/N of every key's rate.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -32,6 +37,11 @@ def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool) -
     settings = get_settings(ctx)
     if no_auth:
         settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"require_api_key": False})})
+    if processes is not None:   # ServerGroup.start refuses in-process ('memory') caps with more than one
+        settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"processes": processes})})
+    if settings.serving.processes > 1:
+        _serve_group(settings, host, port)
+        return
     try:
         server = build_server(settings, app_services(settings), host=host, port=port)
     except ServingError as exc:
@@ -52,6 +62,36 @@ def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool) -
     finally:
         click.echo("stopping: finishing in-flight calls and flushing event logs ...", err=True)
         server.stop(grace=5.0)
+
+
+def _serve_group(settings, host: str | None, port: int | None) -> None:
+    from serving import ServerGroup
+    from serving.errors import ServingError
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    n = settings.serving.processes
+    click.echo(f"starting {n} server processes ...", err=True)
+    group = ServerGroup(settings, host=host, port=port)
+    try:
+        group.start()
+    except ServingError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"serving on {group.address} with {n} processes (pids {', '.join(map(str, group.pids))}; "
+               f"frequency caps in {settings.frequency_store_kind}); Ctrl-C stops", err=True)
+    failed: list = []
+    try:
+        while not stop.wait(0.5):
+            failed = group.failed()
+            if failed:
+                break
+    finally:
+        click.echo("stopping: finishing in-flight calls and flushing event logs ...", err=True)
+        group.stop(grace=5.0)
+    if failed:
+        raise click.ClickException(f"server process(es) exited unexpectedly (index, exit code): {failed}; "
+                                   "the others were stopped — see the log above, then start again")
 
 
 @cli.group()

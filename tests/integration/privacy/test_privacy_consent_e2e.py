@@ -293,11 +293,11 @@ def served(tmp_path_factory, privacy_kit):
     events = MemoryEventLog()
     rec = recommendation_service(s, events=events, use_experiments=False, seed=7)
     servicer = rec.servicer
-    erasers = {"serving_frequency_caps": lambda ids: sum(servicer.caps.erase_user(i) for i in ids)}
+    assert servicer.caps.kind == "sqlite", "the local profile keeps caps in the shared SQLite file"
     keys = ApiKeyStore.from_settings(s)
     key = keys.create_key("glasses-app", ["recommend", "feedback"])
     admin = keys.create_key("dpo", ["admin:privacy"])
-    server = build_server(s, [rec, *grpc_services(s, erasers=erasers)], keys).start()
+    server = build_server(s, [rec, *grpc_services(s)], keys).start()
     channel = grpc.insecure_channel(server.address)
     grpc.channel_ready_future(channel).result(timeout=10)
 
@@ -426,7 +426,7 @@ def test_sightline_serve_composition_erases_the_servers_frequency_counters(kafka
         receipt = privacy_pb2_grpc.PrivacyAdminServiceStub(channel).EraseUser(
             privacy_pb2.EraseUserRequest(user_id="app-user-x"), metadata=admin_md, timeout=30)
         assert rec.caps.counts(user_key, "c-shoes", day) == (0, 0), (
-            "EraseUser did not clear the running server's frequency counters; serving._app.app_services should "
-            "pass erasers={'serving_frequency_caps': ...} to privacy.grpc_services. Receipt stores: "
+            "EraseUser did not clear the server's frequency counts: privacy.erase_user erases the shared store "
+            "(serving.frequency_store sqlite/redis); an in-process one needs app_services' eraser. Receipt stores: "
             + ", ".join(st.store for st in receipt.stores))
     keys.close()

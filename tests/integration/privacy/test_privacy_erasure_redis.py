@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from datetime import datetime, timezone
 
 import pytest
@@ -13,35 +9,6 @@ import pytest
 from privacy import erase_user, pseudonymize
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed; run scripts/system_deps.sh (Debian package redis-server)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("redis-server did not start within 10 s")
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    client.close()
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_erase_user_deletes_the_users_redis_hash(make_settings, redis_url, privacy_kit):

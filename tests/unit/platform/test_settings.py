@@ -53,6 +53,7 @@ def test_prod_profile_complete_is_accepted():
     })
     assert s.feast.online_store == "redis"  # the prod profile's default
     assert s.campaign_db_url.startswith("postgresql")
+    assert s.frequency_store_kind == "redis", "prod servers share caps through the Redis they already use"
 
 
 @pytest.mark.parametrize(
@@ -86,6 +87,19 @@ def test_missing_config_file_names_the_fix(tmp_path):
 def test_redis_store_without_url_is_refused():
     with pytest.raises(SettingsError, match="SIGHTLINE_FEAST_REDIS_URL"):
         load_settings(env={"SIGHTLINE_FEAST_ONLINE_STORE": "redis"})
+
+
+def test_frequency_store_defaults_and_the_multi_process_rule(tmp_path):
+    s = load_settings(env={}, data_dir=tmp_path)
+    assert s.serving.processes == 1 and s.frequency_store_kind == "sqlite"
+    assert s.frequency_store_path == tmp_path / "serving" / "frequency.db"
+    assert load_settings(env={"SIGHTLINE_SERVING_PROCESSES": "2"}).serving.processes == 2
+    with pytest.raises(SettingsError, match="count caps per process.*set serving.frequency_store to sqlite or redis"):
+        load_settings(env={"SIGHTLINE_SERVING_PROCESSES": "2", "SIGHTLINE_SERVING_FREQUENCY_STORE": "memory"})
+    with pytest.raises(SettingsError, match="frequency_store is 'redis'.*SIGHTLINE_FEAST_REDIS_URL"):
+        load_settings(env={"SIGHTLINE_SERVING_FREQUENCY_STORE": "redis"})
+    with pytest.raises(SettingsError, match="serving.processes"):
+        load_settings(env={"SIGHTLINE_SERVING_PROCESSES": "0"})
 
 
 def test_settings_type_is_the_public_one():

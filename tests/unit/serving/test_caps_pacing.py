@@ -8,25 +8,93 @@ from serving._caps import FrequencyCounter
 from serving._pacing import DAY_S, PacerState, PacingConfig, PlanCurve, admit, plan_rmse, update
 
 
-def test_daily_and_weekly_caps():
-    caps = FrequencyCounter()
+@pytest.fixture(params=["memory", "sqlite"])
+def caps(request, tmp_path):
+    """Every local FrequencyStore must count alike (Redis: tests/integration/serving/test_caps_redis.py)."""
+    from serving import SqliteFrequencyStore
+
+    store = FrequencyCounter() if request.param == "memory" else SqliteFrequencyStore(tmp_path / "freq.db")
+    yield store
+    store.close()
+
+
+def _allowed(caps, user, campaign, day, per_day, per_week):
+    return caps.allowed_many(user, [(campaign, per_day, per_week)], day)[0]
+
+
+def test_daily_and_weekly_caps(caps):
     for _ in range(2):
-        assert caps.allowed("u", "c", day=10, per_day=2, per_week=3)
-        caps.record("u", "c", day=10)
-    assert not caps.allowed("u", "c", day=10, per_day=2, per_week=3)
-    assert caps.allowed("u", "c", day=11, per_day=2, per_week=3)
-    caps.record("u", "c", day=11)
-    assert not caps.allowed("u", "c", day=12, per_day=2, per_week=3)     # 3 in the rolling week
-    assert caps.allowed("u", "c", day=17, per_day=2, per_week=3)         # day 10 fell out of the week
-    assert caps.allowed("u", "other", day=10, per_day=1, per_week=None)
-    assert caps.allowed("v", "c", day=10, per_day=2, per_week=3)
-    assert caps.allowed("u", "c", day=10, per_day=None, per_week=None)
+        assert _allowed(caps, "u", "c", 10, 2, 3)
+        caps.record_many("u", ["c"], day=10)
+    assert not _allowed(caps, "u", "c", 10, 2, 3)
+    assert _allowed(caps, "u", "c", 11, 2, 3)
+    caps.record_many("u", ["c"], day=11)
+    assert caps.counts("u", "c", 11) == (1, 3)
+    assert not _allowed(caps, "u", "c", 12, 2, 3)     # 3 in the rolling week
+    assert _allowed(caps, "u", "c", 17, 2, 3)         # day 10 fell out of the week
+    assert _allowed(caps, "u", "other", 10, 1, None)
+    assert _allowed(caps, "v", "c", 10, 2, 3)
+    assert _allowed(caps, "u", "c", 10, None, None)
+    assert caps.allowed_many("u", [("c", 2, None), ("c2", 1, None), ("c", None, None)], 10) == [False, True, True]
 
 
-def test_erase_user_forgets_counters():
-    caps = FrequencyCounter()
-    caps.record("u", "c", 1)
-    assert caps.erase_user("u") == 1 and caps.counts("u", "c", 1) == (0, 0) and len(caps) == 0
+def test_a_reply_of_two_ads_of_one_campaign_counts_two(caps):
+    caps.record_many("u", ["c", "c", "d"], day=5)
+    assert caps.counts("u", "c", 5) == (2, 2) and caps.counts("u", "d", 5) == (1, 1)
+
+
+def test_erase_user_forgets_counters(caps):
+    caps.record_many("u", ["c", "d"], 1)
+    caps.record_many("bystander", ["c"], 1)
+    assert caps.erase_user("u") == 2 and caps.counts("u", "c", 1) == (0, 0) and caps.users() == 1
+    assert caps.counts("bystander", "c", 1) == (1, 1)
+
+
+def test_two_processes_share_one_sqlite_file(tmp_path):
+    """Two stores on one file stand for two server processes: each sees the other's counts."""
+    from serving import SqliteFrequencyStore
+
+    a, b = SqliteFrequencyStore(tmp_path / "f.db"), SqliteFrequencyStore(tmp_path / "f.db")
+    a.record_many("u", ["c"], 3)
+    assert not b.allowed_many("u", [("c", 1, None)], 3)[0]
+    b.record_many("u", ["c"], 3)
+    assert a.counts("u", "c", 3) == (2, 2)
+    assert b.erase_user("u") == 1 and a.counts("u", "c", 3) == (0, 0)
+    a.close(), b.close()
+
+
+def test_sqlite_erasure_leaves_no_bytes_of_the_pseudonym(tmp_path):
+    from serving import SqliteFrequencyStore
+
+    store = SqliteFrequencyStore(tmp_path / "f.db")
+    victim = "5f1c0ffee5f1c0ffee5f1c0ffee5f1c0"
+    store.record_many(victim, [f"campaign-{i}" for i in range(200)], 9)
+    store.record_many("bystander", ["campaign-1"], 9)
+    store.erase_user(victim)
+    store.close()
+    for path in tmp_path.glob("f.db*"):
+        assert victim.encode() not in path.read_bytes(), path.name
+
+
+def test_sqlite_prunes_days_outside_the_week(tmp_path):
+    from serving import SqliteFrequencyStore
+
+    store = SqliteFrequencyStore(tmp_path / "f.db", prune_every_s=0)
+    store.record_many("u", ["c"], 1)
+    store.record_many("u", ["c"], 8)        # day 1 is 7 days back: outside the window, pruned
+    rows = store._db.execute("SELECT day FROM frequency").fetchall()
+    assert rows == [(8,)]
+    store.close()
+
+
+def test_unwritable_sqlite_store_names_the_fix(tmp_path):
+    from serving import SqliteFrequencyStore
+    from serving.errors import Unavailable
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(Unavailable, match="writable"):
+        SqliteFrequencyStore(blocker / "sub" / "f.db")
 
 
 def test_plan_curve_fraction_is_cumulative():

@@ -1,0 +1,117 @@
+"""Several server processes on one port (``serving.processes``): the kernel spreads
+connections, the frequency caps hold across processes, and a stop drains every process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from proto import events_pb2, serving_pb2
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
+CONNECTIONS = 16
+"""Separate connections (one per channel): all 16 on one of 2 processes has odds 2^-15."""
+
+
+def _request(user: str) -> serving_pb2.RecommendRequest:
+    return serving_pb2.RecommendRequest(
+        app_id="glasses-app", user_id=user,
+        consent=events_pb2.Consent(context=True, personalization=True, measurement=True),
+        context=events_pb2.Context(device=events_pb2.GLASSES, scene="park", objects=["running_shoe"],
+                                   intent_text="I need running shoes", location_category="outdoors", region="DE-BE",
+                                   local_hour=12, local_weekday=2),
+        surfaces=serving_pb2.Surfaces(ad_slots=5, suggestions=3))
+
+
+def _channels(address: str) -> list[grpc.Channel]:
+    # a local subchannel pool per channel: each channel opens its own TCP connection
+    chans = [grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(CONNECTIONS)]
+    for c in chans:
+        grpc.channel_ready_future(c).result(timeout=20)
+    return chans
+
+
+def test_two_processes_share_the_port_and_the_frequency_caps(kafka_settings, serving_kit):
+    from features import apply_repo
+    from proto import serving_pb2_grpc
+    from serving import ApiKeyStore, ServerGroup, sum_stats
+
+    s = kafka_settings.model_copy(update={"serving": kafka_settings.serving.model_copy(
+        update={"port": 0, "processes": 2, "feature_refresh_s": 0.5, "snapshot_refresh_s": 0.5})})
+    serving_kit.seed_world(s.campaign_db_url)    # c-shoes: frequency cap 1 a day
+    apply_repo(s)
+    keys = ApiKeyStore.from_settings(s)
+    md = [("x-api-key", keys.create_key("app", ["recommend"]))]
+    group = ServerGroup(s).start()
+    try:
+        assert len(set(group.pids)) == 2 and all(p != os.getpid() for p in group.pids)
+        chans = _channels(group.address)
+        shoes = 0
+        for i, ch in enumerate(chans):
+            reply = serving_pb2_grpc.RecommendationServiceStub(ch).Recommend(_request("cap-across"), metadata=md,
+                                                                              timeout=20)
+            shoes += sum(1 for ad in reply.ads if ad.campaign_id == "c-shoes")
+            assert reply.ads, f"request {i}: the other campaigns still serve"
+        assert shoes == 1, (f"c-shoes (cap 1 a day) was served {shoes} times to one user over {CONNECTIONS} "
+                            "connections to 2 processes: the caps are not shared")
+        for c in chans:
+            c.close()
+    finally:
+        stats = group.stop()
+        keys.close()
+    assert len(stats) == 2
+    assert all(st.get("requests", 0) > 0 for st in stats), f"the kernel gave one process every connection: {stats}"
+    total = sum_stats(stats)
+    assert total["requests"] == CONNECTIONS and total["caps_store"] == "sqlite"
+    assert total["events"]["sent"] > 0 and total["events"]["failed"] == 0, "each process flushed its event log"
+
+
+def test_in_process_caps_with_several_processes_are_refused(make_settings):
+    from serving import ServerGroup
+    from serving.errors import ServerConfigError
+
+    s = make_settings(serving={"port": 0, "frequency_store": "memory"})
+    with pytest.raises(ServerConfigError, match="shared frequency store"):
+        ServerGroup(s, processes=2).start()
+
+
+def test_sightline_serve_processes_runs_answers_and_stops(kafka_settings):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    env = {**os.environ, "SIGHTLINE_DATA_DIR": str(kafka_settings.data_dir), "SIGHTLINE_SERVING_PORT": "0",
+           "SIGHTLINE_KAFKA_BOOTSTRAP": kafka_settings.kafka.bootstrap,
+           "SIGHTLINE_KAFKA_TOPIC_PREFIX": kafka_settings.kafka.topic_prefix}
+    proc = subprocess.Popen([sys.executable, "-m", "sightline", "serve", "--processes", "2"], cwd=ROOT, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        found = None
+        deadline = time.monotonic() + 120
+        while found is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                pytest.fail(f"sightline serve --processes 2 exited with {proc.returncode}")
+            found = re.search(r"serving on (\S+) with 2 processes \(pids (\d+), (\d+);", line)
+        assert found, "sightline serve --processes 2 did not report its address and pids within 120 s"
+        address, pids = found.group(1), [int(found.group(2)), int(found.group(3))]
+        chans = _channels(address)
+        for c in chans:
+            status = health_pb2_grpc.HealthStub(c).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+            c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=90)[1]
+    assert proc.returncode == 0, out
+    assert "stopping" in out
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), \
+            f"server process {pid} outlived sightline serve"
