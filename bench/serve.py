@@ -45,7 +45,7 @@ from bench._common import emit, median, progress
 
 ROOT = Path(__file__).resolve().parents[1]
 P99_LIMIT_MS = 50.0
-OPENLOOP_CHANNELS = 4
+OPENLOOP_CHANNELS = 16
 """Connections the open-loop client spreads its calls over (several apps, not one)."""
 
 
@@ -73,28 +73,66 @@ class _CountingSink:
         return {"sent": self.sent, "failed": 0, "queued": 0}
 
 
+def _bench_services(settings, feast: bool):
+    from serving import KafkaEventLog, recommendation_service
+
+    events = KafkaEventLog.from_settings(settings, settings.kafka.bootstrap) if settings.kafka.bootstrap else _CountingSink()
+    return [recommendation_service(settings, events=events, feature_store=feast)]
+
+
+def services_full(settings):
+    """Recommend with Feast user reads and the Kafka event log (the full run's server)."""
+    return _bench_services(settings, feast=True)
+
+
+def services_quick(settings):
+    """Recommend without Feast or Kafka (``--quick``)."""
+    return _bench_services(settings, feast=False)
+
+
+def services_echo(settings):
+    """The bare echo RecommendationService (the baseline)."""
+    from serving import echo_service
+
+    return [echo_service()]
+
+
+def wait_item_stats(services, timeout_s: float = 180.0) -> None:
+    """Measure serving, not the start-up read of every item's statistics."""
+    items = [getattr(s.servicer, "_item_features", None) for s in services]
+    deadline = time.monotonic() + timeout_s
+    for it in items:
+        while it is not None and getattr(it, "refreshes", 1) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
 def _serve(args) -> int:
-    """Run one server until SIGTERM (child process); write its port, then its stats."""
-    from serving import ApiKeyStore, KafkaEventLog, build_server, echo_service, recommendation_service
+    """Run the server (child process) until SIGTERM; write its port, then its stats.
+
+    ``--processes N`` > 1 runs a ``serving.ServerGroup`` (N processes on one port, caps in the
+    shared SQLite store), as ``sightline serve --processes N`` does."""
+    from serving import ApiKeyStore, ServerGroup, build_server, sum_stats
     from sightline.settings import load_settings
 
     kafka = {"bootstrap": args.bootstrap} if args.bootstrap else {}
-    settings = load_settings(env={}, data_dir=Path(args.data_dir), kafka=kafka, serving={"port": 0})
-    if args.serve == "echo":
-        services = [echo_service()]
-        servicer = None
-    else:
-        events = KafkaEventLog.from_settings(settings, args.bootstrap) if args.bootstrap else _CountingSink()
-        service = recommendation_service(settings, events=events, feature_store=args.feast)
-        services, servicer = [service], service.servicer
-    keys = ApiKeyStore.from_settings(settings)
-    server = build_server(settings, services, keys).start()
-    items = getattr(servicer, "_item_features", None) if servicer is not None else None
-    deadline = time.monotonic() + 180
-    while items is not None and getattr(items, "refreshes", 1) < 1 and time.monotonic() < deadline:
-        time.sleep(0.2)    # measure serving, not the start-up read of every item's statistics
+    settings = load_settings(env={}, data_dir=Path(args.data_dir), kafka=kafka,
+                             serving={"port": 0, "processes": args.processes})
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    if args.processes > 1:
+        factory = ("bench.serve:services_echo" if args.serve == "echo" else
+                   "bench.serve:services_full" if args.feast else "bench.serve:services_quick")
+        group = ServerGroup(settings, factory=factory, warm="bench.serve:wait_item_stats").start()
+        Path(args.ready_file).write_text(str(group.bound_port))
+        while not stop["flag"]:
+            time.sleep(0.2)
+        Path(args.stats_file).write_text(json.dumps(sum_stats(group.stop(2)), default=str))
+        return 0
+    services = services_echo(settings) if args.serve == "echo" else _bench_services(settings, feast=args.feast)
+    servicer = services[0].servicer if args.serve == "recommend" else None
+    keys = ApiKeyStore.from_settings(settings)
+    server = build_server(settings, services, keys).start()
+    wait_item_stats(services)
     Path(args.ready_file).write_text(str(server.port))
     while not stop["flag"]:
         time.sleep(0.2)
@@ -105,11 +143,11 @@ def _serve(args) -> int:
 
 
 class _Server:
-    def __init__(self, mode: str, data_dir: Path, bootstrap: str | None, feast: bool) -> None:
+    def __init__(self, mode: str, data_dir: Path, bootstrap: str | None, feast: bool, processes: int = 1) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=f"bench-serve-{mode}-"))
         ready, self.stats_file = self.dir / "port", self.dir / "stats.json"
         cmd = [sys.executable, "-m", "bench.serve", "--serve", mode, "--data-dir", str(data_dir),
-               "--ready-file", str(ready), "--stats-file", str(self.stats_file)]
+               "--ready-file", str(ready), "--stats-file", str(self.stats_file), "--processes", str(processes)]
         if bootstrap:
             cmd += ["--bootstrap", bootstrap]
         if feast:
@@ -335,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="small world, no Kafka/Feast, 2 short windows, one 300 rps step (open-loop only; ~1.5 min)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="server processes of the Recommend server (serving.processes; default 1). The echo "
+                             "baseline runs with the same number of processes")
     parser.add_argument("--serve", choices=["echo", "recommend"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
@@ -390,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for mode in ("echo", "recommend"):
             progress(f"{mode}: starting the server ...")
-            server = _Server(mode, data_dir, bootstrap if mode == "recommend" else None, feast=not quick and mode == "recommend")
+            server = _Server(mode, data_dir, bootstrap if mode == "recommend" else None,
+                             feast=not quick and mode == "recommend", processes=args.processes)
             try:
                 progress(f"{mode}: open-loop client, {repeats} × {window_s:.0f} s at 100 requests/s, then steps {steps} ...")
                 results[mode] = _measure(server.port, requests_file, key, repeats=repeats, window_s=window_s,
@@ -433,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "events_logged": (st.get("events") or {}).get("sent"),
         "event_log": "kafka" if bootstrap else "in-memory counter",
         "feature_store": "feast (sqlite online)" if not quick else "none (context-only)",
-        "world": counts, "requests_in_mix": len(blobs),
+        "processes": args.processes, "world": counts, "requests_in_mix": len(blobs),
         "client": (f"headline: grpcio futures open-loop client over {OPENLOOP_CHANNELS} connections, latency from the "
                    "scheduled send time; locust_*: locust's gevent gRPC user at 100 rps"),
         "recommend": rec, "echo": echo, "recommend_locust": loc, "echo_locust": loc_echo,
