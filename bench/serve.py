@@ -24,7 +24,10 @@ server's CPU per request (its process and children) at 100 requests/s. ``--quick
 smaller world, no Kafka and no Feast (in-memory event sink, context-only), short
 windows, and only one 300 requests/s step.
 
-Usage: python -m bench.serve [--quick]
+``--processes N`` (default: one per core) runs both servers as ``serving.ServerGroup``s
+of N processes on one port, as ``sightline serve --processes N`` does.
+
+Usage: python -m bench.serve [--quick] [--processes N]
 """
 
 from __future__ import annotations
@@ -373,9 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="small world, no Kafka/Feast, 2 short windows, one 300 rps step (open-loop only; ~1.5 min)")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="server processes of the Recommend server (serving.processes; default 1). The echo "
-                             "baseline runs with the same number of processes")
+    parser.add_argument("--processes", type=int, default=max(1, os.cpu_count() or 1),
+                        help="server processes (serving.processes; default: one per core, the setting this "
+                             "machine should run). The echo baseline runs with the same number")
     parser.add_argument("--serve", choices=["echo", "recommend"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
