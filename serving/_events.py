@@ -215,6 +215,7 @@ class KafkaEventLog:
             "compression.type": self._compression or "none",
             "queue.buffering.max.messages": self._max_buffer,
             "message.timeout.ms": 0,                     # retry until delivered (as kafka-python's retries)
+            "delivery.report.only.error": True,          # no Python callback per delivered event (13 per Recommend)
         }, logger=logging.getLogger("serving.kafka"))    # librdkafka's own log lines, through logging
         try:                                             # librdkafka connects lazily: fail now, not on the first send
             self._producer.list_topics(timeout=10)
