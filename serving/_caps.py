@@ -47,6 +47,25 @@ def needs_counts(asks: Sequence[CapAsk]) -> bool:
     return any(per_day is not None or per_week is not None for _, per_day, per_week in asks)
 
 
+class StoreReads:
+    """``counts`` and ``allowed_many`` for a store that reads one user's counts at a time
+    through ``_read(user, day) -> {campaign: {day: n}}`` (the 7 days ending ``day``)."""
+
+    def _read(self, user: str, day: int) -> dict[str, dict[int, int]]:
+        raise NotImplementedError(f"{type(self).__name__} must implement _read(user, day)")
+
+    def counts(self, user: str, campaign_id: str, day: int) -> tuple[int, int]:
+        """(impressions today, impressions in the 7 days ending today)."""
+        by_day = self._read(user, day).get(campaign_id, {})
+        return by_day.get(day, 0), sum(by_day.values())
+
+    def allowed_many(self, user: str, asks: Sequence[CapAsk], day: int) -> list[bool]:
+        """``cap_allows`` for each ask; no read at all when none of the ads is capped."""
+        if not needs_counts(asks):
+            return [True] * len(asks)
+        return allowed_from_counts(self._read(user, day), asks, day)
+
+
 class FrequencyCounter:
     """Impressions per (user, campaign, day) in this process, the last 7 days kept. Thread-safe.
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from serving._caps import WEEK_DAYS, CapAsk, allowed_from_counts, needs_counts
+from serving._caps import WEEK_DAYS, StoreReads
 from serving.errors import Unavailable
 
 _SEP = "\x1f"
 _TTL_S = (WEEK_DAYS + 1) * 86_400
 
 
-class RedisFrequencyStore:
+class RedisFrequencyStore(StoreReads):
     """``FrequencyStore`` on Redis; redis-py's pool makes it thread-safe."""
 
     kind = "redis"
@@ -32,15 +32,6 @@ class RedisFrequencyStore:
         self._client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_timeout=timeout_s,
                                    socket_connect_timeout=1.0, decode_responses=True)
         self._prefix = f"{prefix}:freq:"
-
-    def counts(self, user: str, campaign_id: str, day: int) -> tuple[int, int]:
-        by_day = self._read(user, day).get(campaign_id, {})
-        return by_day.get(day, 0), sum(by_day.values())
-
-    def allowed_many(self, user: str, asks: Sequence[CapAsk], day: int) -> list[bool]:
-        if not needs_counts(asks):
-            return [True] * len(asks)
-        return allowed_from_counts(self._read(user, day), asks, day)
 
     def record_many(self, user: str, campaign_ids: Sequence[str], day: int) -> None:
         if not campaign_ids:

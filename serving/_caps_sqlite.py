@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from serving._caps import WEEK_DAYS, CapAsk, allowed_from_counts, needs_counts
+from serving._caps import WEEK_DAYS, StoreReads
 from serving.errors import Unavailable
 
 _SCHEMA = """
@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS frequency (
 """
 
 
-class SqliteFrequencyStore:
+class SqliteFrequencyStore(StoreReads):
     """``FrequencyStore`` on a SQLite file (profile ``local``); thread-safe, multi-process safe."""
 
     kind = "sqlite"
@@ -49,16 +49,6 @@ class SqliteFrequencyStore:
         self._lock = threading.Lock()
         self._prune_every_s = prune_every_s
         self._pruned_at = 0.0
-
-    def counts(self, user: str, campaign_id: str, day: int) -> tuple[int, int]:
-        """(impressions today, impressions in the 7 days ending today)."""
-        by_day = self._read(user, day).get(campaign_id, {})
-        return by_day.get(day, 0), sum(by_day.values())
-
-    def allowed_many(self, user: str, asks: Sequence[CapAsk], day: int) -> list[bool]:
-        if not needs_counts(asks):
-            return [True] * len(asks)
-        return allowed_from_counts(self._read(user, day), asks, day)
 
     def record_many(self, user: str, campaign_ids: Sequence[str], day: int) -> None:
         if not campaign_ids:
