@@ -101,7 +101,7 @@ def _baseline_rate(cfg, enc, labels, steps: int, passes: int, sparse: bool = Tru
     if sparse:
         emb = [p for n, p in model.named_parameters() if n.startswith("bags.")]
         rest = [p for n, p in model.named_parameters() if not n.startswith("bags.")]
-        opts = [torch.optim.Adagrad(emb, lr=cfg.embedding_lr), torch.optim.Adam(rest, lr=cfg.dense_lr)]
+        opts = [torch.optim.Adagrad(emb, lr=cfg.embedding_lr), torch.optim.Adam(rest, lr=cfg.dense_lr, fused=True)]
     else:
         opts = [torch.optim.Adagrad(model.parameters(), lr=cfg.embedding_lr)]
     keys = list(cfg.sparse)
