@@ -31,6 +31,18 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _committed_at(path: Path) -> str | None:
+    """When git last recorded ``path`` (results written before ``measured_at`` existed): a
+    fresh clone's file times are the checkout's, not the measurement's."""
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%cd", "--date=format-local:%Y-%m-%d %H:%M", "--", path.name],
+                             cwd=path.parent, capture_output=True, text=True, timeout=10,
+                             env={"TZ": "UTC", "PATH": "/usr/bin:/bin"})
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def render_table(results_dir: Path) -> str:
     rows = ["| benchmark | quick | headline figures | measured |", "|---|---|---|---|"]
     for name, keys in BENCHMARKS.items():
@@ -43,7 +55,8 @@ def render_table(results_dir: Path) -> str:
         data = json.loads(path.read_text())
         shown = keys or tuple(k for k in data if k not in ("machine", "quick"))[:5]
         figures = ", ".join(f"{k} = {_fmt(data[k])}" for k in shown if k in data)
-        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(path.stat().st_mtime))
+        when = data.get("measured_at") or _committed_at(path) or time.strftime(
+            "%Y-%m-%d %H:%M", time.gmtime(path.stat().st_mtime))
         rows.append(f"| `{name}` | {data.get('quick')} | {figures} | {when} UTC |")
     return "\n".join(rows)
 

@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -34,7 +35,8 @@ def result_path(name: str, quick: bool, results_dir: Path = RESULTS) -> Path:
 
 def emit(name: str, figures: dict, quick: bool, results_dir: Path = RESULTS) -> dict:
     """Print the result as the last stdout line and write it to ``result_path``."""
-    result = {**figures, "machine": machine(), "quick": quick}
+    result = {**figures, "machine": machine(), "quick": quick,
+              "measured_at": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     path = result_path(name, quick, results_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -21,3 +21,15 @@ def test_a_quick_run_stands_in_until_a_full_run_exists(tmp_path, capsys):
     row = next(r for r in bench_main.render_table(tmp_path).splitlines() if r.startswith("| `pacing`"))
     assert "max_overspend_pct = 0.3" in row and "| True |" in row
     assert "not run yet" in next(r for r in bench_main.render_table(tmp_path).splitlines() if r.startswith("| `serve`"))
+
+
+def test_the_table_dates_a_result_by_its_measurement_not_its_file_time(tmp_path):
+    import json
+    import os
+
+    from bench.__main__ import render_table
+
+    (tmp_path / "serve.json").write_text(json.dumps({"p50_ms": 4.0, "quick": False, "measured_at": "2026-01-02 03:04"}))
+    os.utime(tmp_path / "serve.json", (0, 0))      # a fresh clone's file time says nothing about the run
+    row = next(r for r in render_table(tmp_path).splitlines() if "`serve`" in r)
+    assert "2026-01-02 03:04 UTC" in row
