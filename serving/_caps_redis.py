@@ -9,6 +9,7 @@ live where the architecture puts them, next to the features.
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 from serving._caps import WEEK_DAYS, StoreReads
@@ -23,28 +24,44 @@ class RedisFrequencyStore(StoreReads):
 
     kind = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "sightline", timeout_s: float = 0.05) -> None:
+    def __init__(self, url: str, *, prefix: str = "sightline", timeout_s: float = 0.05,
+                 breaker_s: float = 1.0) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         host, _, port = url.removeprefix("redis://").partition(":")
         self.url = url
         self._errors = (redis.RedisError, OSError)
+        # no retries with backoff (redis-py's default waits seconds): a request cannot wait for
+        # Redis; after a failure the store is skipped for ``breaker_s`` (the caller degrades)
         self._client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_timeout=timeout_s,
-                                   socket_connect_timeout=1.0, decode_responses=True)
+                                   socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
+                                   decode_responses=True)
         self._prefix = f"{prefix}:freq:"
+        self._breaker_s = breaker_s
+        self._down_until = 0.0
+
+    def _call(self, what: str, fn, *args):
+        now = time.monotonic()
+        if now < self._down_until:
+            raise Unavailable(f"frequency-cap store at redis {self.url} is down (retrying after "
+                              f"{self._down_until - now:.1f} s)")
+        try:
+            return fn(*args)
+        except self._errors as exc:
+            self._down_until = time.monotonic() + self._breaker_s
+            raise Unavailable(f"frequency-cap store at redis {self.url} {what}: {exc}") from exc
 
     def record_many(self, user: str, campaign_ids: Sequence[str], day: int) -> None:
         if not campaign_ids:
             return
         key = self._prefix + user
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for cid in campaign_ids:
-                pipe.hincrby(key, f"{cid}{_SEP}{day}", 1)
-            pipe.expire(key, _TTL_S)
-            pipe.execute()
-        except self._errors as exc:
-            raise Unavailable(f"frequency-cap store at redis {self.url} refused a write: {exc}") from exc
+        pipe = self._client.pipeline(transaction=False)
+        for cid in campaign_ids:
+            pipe.hincrby(key, f"{cid}{_SEP}{day}", 1)
+        pipe.expire(key, _TTL_S)
+        self._call("refused a write", pipe.execute)
 
     def erase_user(self, user: str) -> int:
         """Forget a user's counters; returns how many campaign entries were removed."""
@@ -67,10 +84,7 @@ class RedisFrequencyStore(StoreReads):
 
     def _read(self, user: str, day: int) -> dict[str, dict[int, int]]:
         key = self._prefix + user
-        try:
-            raw = self._client.hgetall(key)
-        except self._errors as exc:
-            raise Unavailable(f"frequency-cap store at redis {self.url} cannot be read: {exc}") from exc
+        raw = self._call("cannot be read", self._client.hgetall, key)
         out: dict[str, dict[int, int]] = {}
         stale = []
         for field, n in raw.items():

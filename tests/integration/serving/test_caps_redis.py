@@ -34,9 +34,15 @@ def test_redis_down_raises_unavailable_naming_the_store():
     from serving import RedisFrequencyStore
     from serving.errors import Unavailable
 
+    import time
+
     store = RedisFrequencyStore("127.0.0.1:1", prefix="t")
+    started = time.monotonic()
     with pytest.raises(Unavailable, match="redis 127.0.0.1:1"):
         store.allowed_many("u", [("c", 1, None)], 1)
+    with pytest.raises(Unavailable, match="is down"):     # the breaker: no second connection attempt
+        store.record_many("u", ["c"], 1)
+    assert time.monotonic() - started < 3.0, "a request must not wait out redis-py's retry backoff (~10 s)"
     assert store.allowed_many("u", [("c", None, None)], 1) == [True], "no cap, no read"
     store.close()
 
