@@ -125,9 +125,36 @@ def running(serving_settings):
     stop_server(r)
 
 
+def start_cli_server(kafka_settings, args: list[str], pattern: str, timeout_s: float = 120.0):
+    """``python -m sightline serve ARGS`` on the test broker and data dir; returns ``(proc, match)``
+    once a stderr line matches ``pattern`` (fails naming the command otherwise)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "SIGHTLINE_DATA_DIR": str(kafka_settings.data_dir), "SIGHTLINE_SERVING_PORT": "0",
+           "SIGHTLINE_KAFKA_BOOTSTRAP": kafka_settings.kafka.bootstrap,
+           "SIGHTLINE_KAFKA_TOPIC_PREFIX": kafka_settings.kafka.topic_prefix}
+    cmd = [sys.executable, "-m", "sightline", "serve", *args]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[3], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            pytest.fail(f"{' '.join(cmd[2:])} exited with {proc.returncode}")
+        found = re.search(pattern, line)
+        if found:
+            return proc, found
+    proc.kill()
+    pytest.fail(f"{' '.join(cmd[2:])} printed no line matching {pattern!r} within {timeout_s:.0f} s")
+
+
 @pytest.fixture(scope="session")
 def serving_kit():
     """The helpers of this conftest for test modules (they are not importable as a package)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(start_server=start_server, stop_server=stop_server, seed_world=seed_world)
+    return SimpleNamespace(start_server=start_server, stop_server=stop_server, seed_world=seed_world,
+                           start_cli_server=start_cli_server)

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import grpc
 import pytest
 from click.testing import CliRunner
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_keys_create_list_revoke(tmp_path):
@@ -38,24 +31,12 @@ def test_keys_create_list_revoke(tmp_path):
     assert bad.exit_code != 0 and "keys list" in bad.output
 
 
-def test_serve_runs_answers_health_and_stops_cleanly(kafka_settings, tmp_path):
+def test_serve_runs_answers_health_and_stops_cleanly(kafka_settings, serving_kit):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    env = {**os.environ, "SIGHTLINE_DATA_DIR": str(kafka_settings.data_dir), "SIGHTLINE_SERVING_PORT": "0",
-           "SIGHTLINE_KAFKA_BOOTSTRAP": kafka_settings.kafka.bootstrap,
-           "SIGHTLINE_KAFKA_TOPIC_PREFIX": kafka_settings.kafka.topic_prefix}
-    proc = subprocess.Popen([sys.executable, "-m", "sightline", "serve"], cwd=ROOT, env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc, found = serving_kit.start_cli_server(kafka_settings, [], r"serving on (\S+) ", timeout_s=90)
     try:
-        address = None
-        deadline = time.monotonic() + 90
-        while address is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line and proc.poll() is not None:
-                pytest.fail(f"sightline serve exited with {proc.returncode}")
-            match = re.search(r"serving on (\S+) ", line)
-            address = match.group(1) if match else None
-        assert address, "sightline serve did not report its address within 90 s"
+        address = found.group(1)
         with grpc.insecure_channel(address) as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
             assert status.status == health_pb2.HealthCheckResponse.SERVING

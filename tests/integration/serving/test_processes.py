@@ -4,11 +4,7 @@ connections, the frequency caps hold across processes, and a stop drains every p
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -17,7 +13,6 @@ import pytest
 from proto import events_pb2, serving_pb2
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[3]
 CONNECTIONS = 16
 """Separate connections (one per channel): all 16 on one of 2 processes has odds 2^-15."""
 
@@ -84,23 +79,12 @@ def test_in_process_caps_with_several_processes_are_refused(make_settings):
         ServerGroup(s, processes=2).start()
 
 
-def test_sightline_serve_processes_runs_answers_and_stops(kafka_settings):
+def test_sightline_serve_processes_runs_answers_and_stops(kafka_settings, serving_kit):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    env = {**os.environ, "SIGHTLINE_DATA_DIR": str(kafka_settings.data_dir), "SIGHTLINE_SERVING_PORT": "0",
-           "SIGHTLINE_KAFKA_BOOTSTRAP": kafka_settings.kafka.bootstrap,
-           "SIGHTLINE_KAFKA_TOPIC_PREFIX": kafka_settings.kafka.topic_prefix}
-    proc = subprocess.Popen([sys.executable, "-m", "sightline", "serve", "--processes", "2"], cwd=ROOT, env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc, found = serving_kit.start_cli_server(kafka_settings, ["--processes", "2"],
+                                               r"serving on (\S+) with 2 processes \(pids (\d+), (\d+);")
     try:
-        found = None
-        deadline = time.monotonic() + 120
-        while found is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line and proc.poll() is not None:
-                pytest.fail(f"sightline serve --processes 2 exited with {proc.returncode}")
-            found = re.search(r"serving on (\S+) with 2 processes \(pids (\d+), (\d+);", line)
-        assert found, "sightline serve --processes 2 did not report its address and pids within 120 s"
         address, pids = found.group(1), [int(found.group(2)), int(found.group(3))]
         chans = _channels(address)
         for c in chans:
