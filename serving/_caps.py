@@ -23,9 +23,14 @@ CapAsk = tuple[str, "int | None", "int | None"]
 """``(campaign_id, per_day, per_week)``: one ad's caps (``None`` = no cap)."""
 
 
+def is_capped(per_day: int | None, per_week: int | None) -> bool:
+    """Whether an ad has any frequency cap (only those need counts read or written)."""
+    return per_day is not None or per_week is not None
+
+
 def cap_allows(by_day: Mapping[int, int], day: int, per_day: int | None, per_week: int | None) -> bool:
     """Whether one more impression stays within the caps, given the impressions per day."""
-    if per_day is None and per_week is None:
+    if not is_capped(per_day, per_week):
         return True
     if per_day is not None and by_day.get(day, 0) >= per_day:
         return False
@@ -44,7 +49,7 @@ def allowed_from_counts(counts: Mapping[str, Mapping[int, int]], asks: Iterable[
 
 def needs_counts(asks: Sequence[CapAsk]) -> bool:
     """Whether any ask has a cap at all (a store read can be skipped otherwise)."""
-    return any(per_day is not None or per_week is not None for _, per_day, per_week in asks)
+    return any(is_capped(per_day, per_week) for _, per_day, per_week in asks)
 
 
 class StoreReads:
@@ -84,16 +89,10 @@ class FrequencyCounter:
             by_day = self._counts.get(user, {}).get(campaign_id, {})
             return by_day.get(day, 0), sum(n for d, n in by_day.items() if day - WEEK_DAYS < d <= day)
 
-    def allowed(self, user: str, campaign_id: str, day: int, per_day: int | None, per_week: int | None) -> bool:
-        return self.allowed_many(user, [(campaign_id, per_day, per_week)], day)[0]
-
     def allowed_many(self, user: str, asks: Sequence[CapAsk], day: int) -> list[bool]:
         """``cap_allows`` for each ``(campaign_id, per_day, per_week)`` of one request, under one lock."""
         with self._lock:
             return allowed_from_counts(self._counts.get(user, {}), asks, day)
-
-    def record(self, user: str, campaign_id: str, day: int, n: int = 1) -> None:
-        self.record_many(user, [campaign_id] * n, day)
 
     def record_many(self, user: str, campaign_ids: Sequence[str], day: int) -> None:
         """One impression per entry of ``campaign_ids`` (a reply's served ads) today."""

@@ -24,7 +24,7 @@ from typing import Callable
 
 from proto import events_pb2, serving_pb2, serving_pb2_grpc
 from serving._auction import AuctionParams, Bidder, run_auction
-from serving._caps import FrequencyCounter
+from serving._caps import FrequencyCounter, is_capped
 from serving._candidates import Catalog, ad_candidates, build_catalog, product_candidates
 from serving._context import DEVICE_NAMES, ContextIndex
 from serving._delivery import PacingBook
@@ -249,7 +249,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
             except Exception as exc:  # noqa: BLE001 - a cap we cannot check is not served; uncapped ads still are
                 c.add("caps_store_down")
                 log.debug("frequency store unavailable: %s", exc)
-                allowed = [per_day is None and per_week is None for _, per_day, per_week in asks]
+                allowed = [not is_capped(per_day, per_week) for _, per_day, per_week in asks]
             ads = [a for a, ok in zip(ads, allowed) if ok]
             c.add("ads_capped", before - len(ads))
         if ads:
@@ -325,7 +325,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
                 self.pacing.served(spec.campaign_id, spec.daily_budget, now_s, charge=w.price)
             else:
                 self.pacing.served(spec.campaign_id, spec.daily_budget, now_s, click_price=w.price, pctr=w.bidder.pctr)
-            if personal and (spec.cap_day is not None or spec.cap_week is not None):
+            if personal and is_capped(spec.cap_day, spec.cap_week):
                 # only capped campaigns are counted: nothing user-keyed is kept that no cap reads
                 capped_served.append(spec.campaign_id)
             events.append((imp, token, w.price if cpm else 0.0))
