@@ -118,7 +118,10 @@ class ServerGroup:
             port = holder.getsockname()[1]
         self.bound_port = port
         ctx = multiprocessing.get_context("spawn")
+        deadline = time.monotonic() + self.start_timeout_s
         try:
+            # one after the other: the first process creates any missing tables (experiments,
+            # caps) before the next one starts — concurrent CREATE TABLE raced ("already exists")
             for i in range(n):
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_child_main, name=f"sightline-serving-{i}", daemon=False,
@@ -127,13 +130,11 @@ class ServerGroup:
                 child.close()
                 self._children.append(proc)
                 self._conns.append(parent)
-            deadline = time.monotonic() + self.start_timeout_s
-            for i, (proc, conn) in enumerate(zip(self._children, self._conns)):
-                while not conn.poll(0.2):
+                while not parent.poll(0.2):
                     if not proc.is_alive() or time.monotonic() > deadline:
                         raise Unavailable(f"server process {i} did not start (exit code {proc.exitcode}); "
                                           "see its log above")
-                kind, value = conn.recv()
+                kind, value = parent.recv()
                 if kind == "error":
                     raise ServerConfigError(f"server process {i} could not start: {value}")
         except BaseException:
