@@ -56,7 +56,8 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
     from campaigns import Taxonomy
     from proto import serving_pb2_grpc
     from serving._events import KafkaEventLog
-    from serving._features import ItemFeatureProcess, UserFeatures
+    from serving._features import UserFeatures
+    from serving._item_stats import ItemFeatures
     from serving._ranker import RegistryRankers, registry_loader
     from serving._recommend import Experiments, RecommendationServicer
 
@@ -99,10 +100,11 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
         user_features=user_features, experiments=experiments, defaults=defaults, pacing=pacing, caps=caps, seed=seed,
         clock=clock or time.time)
     if feature_store and item_features is None:
-        # the reads run in a child process: through Feast they cost ~1.3 s of CPU per refresh,
-        # which in this process would hold the GIL the request threads need
-        item_features = ItemFeatureProcess(settings, servicer.catalog_ids, version_fn=servicer.catalog,
-                                           refresh_s=settings.serving.feature_refresh_s)
+        # the reads run in another process (this one's GIL belongs to the request threads),
+        # shared by the processes of a ServerGroup (serving.item_stats_socket)
+        hub = settings.serving.item_stats_socket
+        item_features = ItemFeatures(settings, servicer.catalog_ids, version_fn=servicer.catalog,
+                                     hub_address=str(hub) if hub else None)
     servicer._item_features = item_features
 
     def on_start() -> None:

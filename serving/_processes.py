@@ -6,8 +6,10 @@ connections the kernel accepts. What makes that safe is state that does not live
 process: frequency caps in a shared ``FrequencyStore`` (``serving.frequency_store``;
 ``memory`` is refused with more than one process), budgets paced at 1/N per process
 (``PacingBook(share=1/N)``: an uneven spread of connections under-spends, never
-over-spends), and API-key rates granted at 1/N per process. The campaign snapshot, the
-item statistics and the models are per process (each has its own refresher).
+over-spends), and API-key rates granted at 1/N per process. The campaign snapshot and
+the models are per process; the item statistics come from one refresher process the
+group starts for all of them (``serving._item_stats.ItemStatsHub``; each process reading
+them itself cost N times the reads).
 
 The children are started with ``spawn`` (grpc's threads do not survive ``fork``); each
 builds its services from ``factory(settings)``, reports its bound port and pid through a
@@ -93,6 +95,7 @@ class ServerGroup:
     """Defaults to ``settings.serving.processes``."""
     _children: list = field(default_factory=list, repr=False)
     _conns: list = field(default_factory=list, repr=False)
+    _hub: object = field(default=None, repr=False)
     bound_port: int = 0
 
     @property
@@ -102,6 +105,11 @@ class ServerGroup:
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._children]
+
+    @property
+    def item_stats_pid(self) -> int | None:
+        """The pid of the group's item-statistics refresher (None with one process: it has its own)."""
+        return self._hub.pid if self._hub is not None else None
 
     def start(self) -> "ServerGroup":
         n = self.processes or self.settings.serving.processes
@@ -119,13 +127,22 @@ class ServerGroup:
         self.bound_port = port
         ctx = multiprocessing.get_context("spawn")
         deadline = time.monotonic() + self.start_timeout_s
+        settings = self.settings
         try:
+            if n > 1 and settings.serving.item_stats_socket is None:
+                from pathlib import Path
+
+                from serving._item_stats import ItemStatsHub
+
+                self._hub = ItemStatsHub(settings).start()
+                serving = settings.serving.model_copy(update={"item_stats_socket": Path(self._hub.address)})
+                settings = settings.model_copy(update={"serving": serving})
             # one after the other: the first process creates any missing tables (experiments,
             # caps) before the next one starts — concurrent CREATE TABLE raced ("already exists")
             for i in range(n):
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_child_main, name=f"sightline-serving-{i}", daemon=False,
-                                   args=(self.settings, host, port, self.factory, self.warm, child, i))
+                                   args=(settings, host, port, self.factory, self.warm, child, i))
                 proc.start()
                 child.close()
                 self._children.append(proc)
@@ -134,7 +151,12 @@ class ServerGroup:
                     if not proc.is_alive() or time.monotonic() > deadline:
                         raise Unavailable(f"server process {i} did not start (exit code {proc.exitcode}); "
                                           "see its log above")
-                kind, value = parent.recv()
+                try:
+                    kind, value = parent.recv()
+                except EOFError:
+                    proc.join(5)
+                    raise Unavailable(f"server process {i} exited while starting (exit code {proc.exitcode}); "
+                                      "see its log above") from None
                 if kind == "error":
                     raise ServerConfigError(f"server process {i} could not start: {value}")
         except BaseException:
@@ -176,6 +198,9 @@ class ServerGroup:
             stats.append(got)
             conn.close()
         self._children, self._conns = [], []
+        if self._hub is not None:
+            self._hub.stop()
+            self._hub = None
         return stats
 
     def __enter__(self) -> "ServerGroup":

@@ -168,6 +168,10 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         except Exception as exc:  # noqa: BLE001 - stats must not fail on a store outage
             log.debug("frequency store unavailable for stats: %s", exc)
         out["events"] = getattr(self._events, "stats", {})
+        items = self._item_features
+        if items is not None and hasattr(items, "refreshes"):
+            out["item_stats"] = {"shared": bool(getattr(items, "shared", False)), "refreshes": items.refreshes,
+                                 "failures": items.failures}
         return out
 
     def erase_user(self, user_id: str) -> dict:

@@ -63,6 +63,10 @@ class ServingSettings(_Section):
     workers: int = Field(8, ge=1)
     max_message_bytes: int = Field(256 * 1024, ge=1024)
     feature_refresh_s: float = Field(5.0, gt=0)
+    """How often item and campaign statistics are re-read (stretched to 10× the read time)."""
+    item_stats_socket: Path | None = None
+    """Unix socket of a shared item-statistics refresher (``ServerGroup`` sets it for its
+    processes); ``None``: the server starts its own."""
     snapshot_refresh_s: float = Field(2.0, gt=0)
     tls_cert: Path | None = None
     tls_key: Path | None = None

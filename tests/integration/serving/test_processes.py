@@ -49,6 +49,10 @@ def test_two_processes_share_the_port_and_the_frequency_caps(kafka_settings, ser
     group = ServerGroup(s).start()
     try:
         assert len(set(group.pids)) == 2 and all(p != os.getpid() for p in group.pids)
+        hub = group.item_stats_pid
+        assert hub is not None and hub not in group.pids, "the group runs one item-statistics refresher"
+        assert not [p for p in group.pids if _children_running(p, "_item_stats")], \
+            "a server process started a refresher of its own"
         chans = _channels(group.address)
         shoes = 0
         for i, ch in enumerate(chans):
@@ -68,6 +72,23 @@ def test_two_processes_share_the_port_and_the_frequency_caps(kafka_settings, ser
     total = sum_stats(stats)
     assert total["requests"] == CONNECTIONS and total["caps_store"] == "sqlite"
     assert total["events"]["sent"] > 0 and total["events"]["failed"] == 0, "each process flushed its event log"
+    assert all(st["item_stats"]["shared"] and st["item_stats"]["refreshes"] >= 1 for st in stats), stats
+
+
+def _children_running(pid: int, needle: str) -> list[int]:
+    """Child processes of ``pid`` whose command line contains ``needle`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            cmd = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and needle in cmd:
+            found.append(int(entry))
+    return found
 
 
 def test_in_process_caps_with_several_processes_are_refused(make_settings):
