@@ -48,8 +48,11 @@ from bench._common import emit, median, progress
 
 ROOT = Path(__file__).resolve().parents[1]
 P99_LIMIT_MS = 50.0
-OPENLOOP_CHANNELS = 16
-"""Connections the open-loop client spreads its calls over (several apps, not one)."""
+OPENLOOP_CHANNELS = 64
+"""Connections the open-loop client spreads its calls over (many apps, not one). The kernel
+hands *connections* to the server processes (SO_REUSEPORT hashes each one): 16 often split
+11/5, so one process took ~70 % of the calls and collapsed at 300 requests/s while the other
+idled; 64 split 30–34 per process in five of five tries (ad-hoc, 2026-12-04)."""
 
 
 # ----------------------------------------------------------------------------- server process
