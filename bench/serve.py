@@ -37,6 +37,7 @@ import json
 import os
 import signal
 import socket
+import shutil
 import struct
 import subprocess
 import sys
@@ -172,7 +173,9 @@ class _Server:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        return json.loads(self.stats_file.read_text()) if self.stats_file.exists() else {}
+        stats = json.loads(self.stats_file.read_text()) if self.stats_file.exists() else {}
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return stats
 
 
 # ----------------------------------------------------------------------------- load runs
@@ -454,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if broker is not None:
             broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)      # the world, the broker's log (~50 MB a run)
     rec, echo, st = results["recommend"], results["echo"], stats.get("recommend", {})
     n = max(st.get("requests", 0), 1)
     loc, loc_echo = results["recommend_locust"], results["echo_locust"]
