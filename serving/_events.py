@@ -106,7 +106,8 @@ class KafkaEventLog:
         """The event log ``settings.serving`` describes (client, child process, buffer)."""
         cfg = settings.serving
         client = cfg.event_log_client
-        return cls(bootstrap, max_buffer=cfg.log_buffer, client=client,
+        compression = None if cfg.event_log_compression == "none" else cfg.event_log_compression
+        return cls(bootstrap, max_buffer=cfg.log_buffer, client=client, compression=compression,
                    process=cfg.event_log_process and client == "kafka-python")
 
     def start(self) -> "KafkaEventLog":

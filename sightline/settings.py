@@ -83,6 +83,11 @@ class ServingSettings(_Section):
     """Events the background Kafka logger holds in memory; beyond it Recommend waits (back-pressure, never drops)."""
     event_log_client: Literal["librdkafka", "kafka-python"] = "librdkafka"
     """Kafka client of the event log: librdkafka (confluent-kafka; C, off the GIL) or kafka-python."""
+    event_log_compression: Literal["none", "gzip"] = "none"
+    """Compression of the event log's Kafka batches. ``none`` (profile local): on loopback the bytes
+    cost nothing and gzip cost the server ~0.15 ms of CPU per Recommend (its 13 events) plus the
+    broker's decompression, on the same cores. ``gzip`` (profile prod): fewer bytes over a real
+    network. (lz4/zstd would need extra libraries in the kafka-python consumers.)"""
     event_log_process: bool = True
     """With ``event_log_client = kafka-python``: run its producer in a child process (its pure-Python
     encoding off the server's GIL); false: a thread of the server."""
@@ -239,7 +244,7 @@ def _format_error(exc: ValidationError) -> str:
 
 _PROFILE_DEFAULTS: Mapping[str, dict] = {
     "local": {},
-    "prod": {"feast": {"online_store": "redis"}},
+    "prod": {"feast": {"online_store": "redis"}, "serving": {"event_log_compression": "gzip"}},
 }
 
 

@@ -28,9 +28,11 @@ def _consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0)
     return out
 
 
-@pytest.mark.parametrize("client,process", [("librdkafka", False), ("kafka-python", True), ("kafka-python", False)],
-                         ids=["librdkafka", "kafka-python-process", "kafka-python-thread"])
-def test_events_reach_kafka_and_shutdown_flushes(kafka_settings, serving_kit, client, process):
+@pytest.mark.parametrize("client,process,compression", [
+    ("librdkafka", False, None), ("librdkafka", False, "gzip"), ("kafka-python", True, "gzip"),
+    ("kafka-python", False, None)],
+    ids=["librdkafka", "librdkafka-gzip", "kafka-python-process-gzip", "kafka-python-thread"])
+def test_events_reach_kafka_and_shutdown_flushes(kafka_settings, serving_kit, client, process, compression):
     from experiments import Arm, Experiment, ExperimentStore
     from serving import KafkaEventLog
 
@@ -40,7 +42,7 @@ def test_events_reach_kafka_and_shutdown_flushes(kafka_settings, serving_kit, cl
     exp.create(Experiment(id="kafka-exp", arms=(Arm(name="a", weight=1), Arm(name="b", weight=1))))
     exp.start("kafka-exp")
     exp.close()
-    events = KafkaEventLog(settings.kafka.bootstrap, process=process, client=client)
+    events = KafkaEventLog(settings.kafka.bootstrap, process=process, client=client, compression=compression)
     r = serving_kit.start_server(settings, events=events, feature_store=False)
     served = 0
     try:

@@ -54,6 +54,8 @@ def test_prod_profile_complete_is_accepted():
     assert s.feast.online_store == "redis"  # the prod profile's default
     assert s.campaign_db_url.startswith("postgresql")
     assert s.frequency_store_kind == "redis", "prod servers share caps through the Redis they already use"
+    assert s.serving.event_log_compression == "gzip", "a real network: compress the event log"
+    assert load_settings(env={}).serving.event_log_compression == "none", "loopback: spend no CPU on gzip"
 
 
 @pytest.mark.parametrize(
