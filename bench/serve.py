@@ -385,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=max(1, os.cpu_count() or 1),
                         help="server processes (serving.processes; default: one per core, the setting this "
                              "machine should run). The echo baseline runs with the same number")
+    parser.add_argument("--ranker", choices=["fallback", "xgboost", "torchrec", "logreg"], default="fallback",
+                        help="what scores the candidates: the fallback ranker (default; no model registered) or a "
+                             "model of this kind trained on synthetic impressions and registered as 'production' "
+                             "(its cost per call, not its quality: results go to serve.<kind>.json)")
     parser.add_argument("--serve", choices=["echo", "recommend"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
@@ -411,6 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = tmp / "data"
     progress("building the simulated world and loading the campaign store ...")
     settings, counts, blobs = _build(data_dir, quick, 1_000 if quick else 5_000)
+    if args.ranker != "fallback":
+        from models import Registry, train_and_register
+        from models.testing import synthetic_impressions
+
+        progress(f"training a {args.ranker} model on synthetic impressions and registering it as 'production' ...")
+        record, _ = train_and_register(args.ranker, synthetic_impressions(20_000, n_items=500), Registry(settings),
+                                       alias="production", progress=False, work_dir=tmp / "model-work")
+        progress(f"serving with model {record.version}")
     requests_file = tmp / "requests.bin"
     with open(requests_file, "wb") as f:
         for b in blobs:
@@ -486,12 +498,13 @@ def main(argv: list[str] | None = None) -> int:
         "event_log": "kafka" if bootstrap else "in-memory counter",
         "feature_store": "feast (sqlite online)" if not quick else "none (context-only)",
         "processes": args.processes, "world": counts, "requests_in_mix": len(blobs),
+        "ranker": args.ranker if args.ranker == "fallback" else f"{args.ranker} (registered as production)",
         "client": (f"headline: grpcio futures open-loop client over {OPENLOOP_CHANNELS} connections, latency from the "
                    "scheduled send time; locust_*: locust's gevent gRPC user at 100 rps"),
         "recommend": rec, "echo": echo, "recommend_locust": loc, "echo_locust": loc_echo,
         "seconds": round(time.time() - started, 1),
     }
-    emit("serve", figures, quick)
+    emit("serve" if args.ranker == "fallback" else f"serve.{args.ranker}", figures, quick)
     return 0
 
 
