@@ -67,7 +67,23 @@ class ExperimentStore:
             sa.Column("stopped_at", sa.DateTime(timezone=True)),
         )
         if create:
-            self._run(lambda conn: self._meta.create_all(conn))
+            self._create()
+
+    def _create(self, attempts: int = 3) -> None:
+        """Create the table if it is missing. Two processes opening a fresh database at once
+        (``sightline serve`` twice, or a server and the CLI) both see no table and both
+        create it: the loser's CREATE fails with "already exists", and its retry finds the
+        table and does nothing."""
+        for attempt in range(attempts):
+            try:
+                self._run(lambda conn: self._meta.create_all(conn))
+                return
+            except ExperimentStoreUnavailable as exc:
+                cause = str(exc.__cause__ or exc).lower()
+                raced = any(word in cause for word in ("already exists", "duplicate", "locked", "unique"))
+                if not raced or attempt == attempts - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     @classmethod
     def from_settings(cls, settings) -> "ExperimentStore":

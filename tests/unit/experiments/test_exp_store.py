@@ -105,3 +105,47 @@ def test_unreachable_database_is_unavailable(tmp_path):
     with pytest.raises(ExperimentStoreUnavailable, match="campaigns.url") as info:
         ExperimentStore(f"sqlite:///{tmp_path}/missing/dir/x.db")
     assert info.value.code == "UNAVAILABLE"
+
+
+def test_a_creation_race_is_retried_and_other_failures_are_not(tmp_path, monkeypatch):
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path}/race.db"
+    real = sa.MetaData.create_all
+    calls = {"n": 0}
+
+    def lose_the_race_once(self, bind, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:     # what the loser of two concurrent creators gets
+            raise sa.exc.OperationalError("CREATE TABLE", {}, Exception("table experiment_definitions already exists"))
+        return real(self, bind, *args, **kwargs)
+
+    monkeypatch.setattr(sa.MetaData, "create_all", lose_the_race_once)
+    store = ExperimentStore(url)
+    assert calls["n"] == 2 and store.list() == []
+    store.close()
+
+    def disk_error(self, bind, *args, **kwargs):
+        raise sa.exc.OperationalError("CREATE TABLE", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(sa.MetaData, "create_all", disk_error)
+    with pytest.raises(ExperimentStoreUnavailable, match="disk I/O error"):
+        ExperimentStore(f"sqlite:///{tmp_path}/other.db")
+
+
+def _open_store(url: str) -> str:
+    try:
+        ExperimentStore(url).close()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_processes_opening_a_fresh_database_at_once_all_succeed(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        for round_ in range(3):
+            url = f"sqlite:///{tmp_path}/fresh-{round_}.db"
+            assert pool.map(_open_store, [url] * 4) == ["ok"] * 4
