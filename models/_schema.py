@@ -480,7 +480,11 @@ class FeaturePipeline:
         def col(c: str) -> list:
             v = columns.get(c)
             if v is None:
-                v = columns[c] = [_hashable(cand.get(c, context.get(c))) for cand in candidates]
+                default = context.get(c)
+                v = [cand.get(c, default) for cand in candidates]
+                if any(type(x) is list for x in v):
+                    v = [_hashable(x) for x in v]
+                columns[c] = v
             return v
 
         def run(name: str, sources: tuple[str, ...], fn: Callable) -> list:
