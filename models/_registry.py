@@ -98,6 +98,14 @@ class Scorer:
         out = self.predictor.predict(enc)
         return out[:, 0], out[:, 1]
 
+    def score_columns(self, context: Mapping, columns: Mapping[str, Sequence], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``score_request`` with the candidates as columns (see ``FeaturePipeline.encode_columns``)."""
+        if not n:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
+        enc = self.pipeline.encode_columns(context, columns, n, self._cache)
+        out = self.predictor.predict(enc)
+        return out[:, 0], out[:, 1]
+
     def __repr__(self) -> str:
         return f"Scorer(version={self.version!r}, kind={self.kind!r})"
 

@@ -119,9 +119,12 @@ class ScorerRanker:
         self.version = scorer.version
 
     def score(self, rows: Sequence[Mapping]) -> Sequence[float]:
+        score_columns = getattr(self._scorer, "score_columns", None)
         score_request = getattr(self._scorer, "score_request", None)
-        if isinstance(rows, CandidateRows) and score_request is not None:
-            # the request-level features are encoded once, not once per candidate
+        if isinstance(rows, CandidateRows) and score_columns is not None:
+            # the request-level features are encoded once, the candidates' as columns
+            pctr, _ = score_columns(rows.context, rows.columns(), len(rows))
+        elif isinstance(rows, CandidateRows) and score_request is not None:
             pctr, _ = score_request(rows.context, rows.candidates())
         else:
             pctr, _ = self._scorer.score(list(rows))

@@ -81,6 +81,43 @@ class CandidateRows(Sequence):
             self._candidates = out
         return self._candidates
 
+    def columns(self) -> dict[str, list]:
+        """``candidates()`` as columns: ``key → one value per candidate``, a candidate without
+        the key holding ``context.get(key)`` (what a merged row would read). A model encodes
+        columns (``models.Scorer.score_columns``); building them from the candidates directly
+        skips the ~240 per-candidate dicts (~1 ms a request with a model registered)."""
+        ads, products, context = self._ads, self._products, self.context
+        n_ads = len(ads)
+        n = n_ads + len(products)
+        cols: dict[str, list] = {}
+        features = self._features
+        if features is not None:       # statistics first: the attributes below override them, as in a merged row
+            def put(row: Mapping, i: int) -> None:
+                for k, v in row.items():
+                    column = cols.get(k)
+                    if column is None:
+                        column = cols[k] = [context.get(k)] * n
+                    column[i] = v
+
+            for i, cand in enumerate(ads):
+                put(features.item(cand.spec.creative_id), i)
+                put(features.campaign(cand.spec.campaign_id), i)
+            for j, cand in enumerate(products):
+                put(features.item(cand.product.sku), n_ads + j)
+        specs = [c.spec for c in ads]
+        prods = [c.product for c in products]
+        cols["item_id"] = [s.creative_id for s in specs] + [p.sku for p in prods]
+        cols["item_kind"] = ["ad"] * n_ads + ["product"] * len(prods)
+        cols["advertiser_id"] = [s.advertiser_id for s in specs] + [p.advertiser_id or "" for p in prods]
+        cols["campaign_id"] = [s.campaign_id for s in specs] + [""] * len(prods)
+        cols["category"] = [s.category for s in specs] + [p.category for p in prods]
+        cols["brand"] = [s.brand for s in specs] + [p.brand for p in prods]
+        cols["price"] = [s.price for s in specs] + [p.price for p in prods]
+        cols["rating"] = [s.rating for s in specs] + [float(p.quality or 0.0) for p in prods]
+        cols["relevance"] = [c.match.relevance for c in ads] + [c.relevance for c in products]
+        cols["user_category_clicks_7d"] = [self._user_clicks(cat) for cat in cols["category"]]
+        return cols
+
     def signals(self) -> tuple[list[float], list[float], list[float], list[bool]]:
         """Per candidate: relevance, item impressions (24 h), item clicks (24 h), whether the
         user clicked the candidate's category in 7 days — what the fallback ranker reads,

@@ -56,12 +56,14 @@ def test_request_fast_path_equals_row_encoding():
                     "local_hour", "local_weekday", "consent_personalization", "user_clicks_7d")
     context = {k: rows[0].get(k) for k in context_keys}
     candidates = [{k: v for k, v in r.items() if k not in context_keys} for r in rows]
-    a = pipe.encode_request(context, candidates, {})
+    candidates[3].pop("price")                    # a candidate without a key reads the context's
     b = pipe.encode_rows([{**context, **c} for c in candidates])
-    for name in a.lengths:
-        np.testing.assert_array_equal(a.lengths[name], b.lengths[name], err_msg=name)
-        np.testing.assert_array_equal(a.values[name], b.values[name], err_msg=name)
-    np.testing.assert_allclose(a.dense, b.dense, rtol=1e-6, atol=1e-6)
+    columns = {k: [c.get(k, context.get(k)) for c in candidates] for k in set().union(*candidates)}
+    for a in (pipe.encode_request(context, candidates, {}), pipe.encode_columns(context, columns, len(candidates), {})):
+        for name in a.lengths:
+            np.testing.assert_array_equal(a.lengths[name], b.lengths[name], err_msg=name)
+            np.testing.assert_array_equal(a.values[name], b.values[name], err_msg=name)
+        np.testing.assert_allclose(a.dense, b.dense, rtol=1e-6, atol=1e-6)
 
 
 def test_device_accepts_the_proto_enum_name():
