@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
 import polars as pl
 
-from features import append_events
+from features import VIEWS_BY_NAME, append_events
 from streaming._codec import MESSAGE_TYPES, decode
 from streaming._consent import Purposes, decide
 from streaming._eventlog import exposure_rows, feedback_rows, logged_ids_since
@@ -323,8 +324,13 @@ class Pipeline:
             if remote is not None and remote(view):
                 self.sink.recompute(view, code[0], keys)
                 continue
-            rows = compute_features(view, self.state.buckets(code[0], keys), self.params)
-            self.sink.write_online(view, rows)
+            # shared entities: computed and written under one host-wide lock, so the last row
+            # written for an entity is computed from every commit before it (user-keyed views
+            # are on one worker's partitions at a time and go to the sink's writer above)
+            lock = getattr(self.state, "shared_rows_lock", None)
+            with lock() if lock is not None and not VIEWS_BY_NAME[view].user_keyed else nullcontext():
+                rows = compute_features(view, self.state.buckets(code[0], keys), self.params)
+                self.sink.write_online(view, rows)
             self._offline.setdefault(view, []).append(rows)
 
     # ------------------------------------------------------------------ flush
