@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -83,27 +83,21 @@ class Scorer:
     def score(self, rows: Sequence[Mapping] | Mapping[str, Sequence]) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (pctr, pcvr), float32 arrays in row order."""
         rows = _as_rows(rows)
-        if not rows:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
-        enc = self.pipeline.encode_rows(rows, self._cache)
-        out = self.predictor.predict(enc)
-        return out[:, 0], out[:, 1]
+        return self._predict(len(rows), lambda: self.pipeline.encode_rows(rows, self._cache))
 
     def score_request(self, context: Mapping, candidates: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray]:
         """Same as ``score([{**context, **c} for c in candidates])``, but request-level features
         are computed once: the call serving makes, once per request, for all its candidates."""
-        if not candidates:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
-        enc = self.pipeline.encode_request(context, candidates, self._cache)
-        out = self.predictor.predict(enc)
-        return out[:, 0], out[:, 1]
+        return self._predict(len(candidates), lambda: self.pipeline.encode_request(context, candidates, self._cache))
 
     def score_columns(self, context: Mapping, columns: Mapping[str, Sequence], n: int) -> tuple[np.ndarray, np.ndarray]:
         """``score_request`` with the candidates as columns (see ``FeaturePipeline.encode_columns``)."""
+        return self._predict(n, lambda: self.pipeline.encode_columns(context, columns, n, self._cache))
+
+    def _predict(self, n: int, encode: Callable[[], object]) -> tuple[np.ndarray, np.ndarray]:
         if not n:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
-        enc = self.pipeline.encode_columns(context, columns, n, self._cache)
-        out = self.predictor.predict(enc)
+        out = self.predictor.predict(encode())
         return out[:, 0], out[:, 1]
 
     def __repr__(self) -> str:

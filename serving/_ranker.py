@@ -112,20 +112,17 @@ class RegistryRankers:
 
 
 class ScorerRanker:
-    """Adapts a ``models.Scorer`` (``score(rows) -> (pctr, pcvr)``) to the ``Ranker`` protocol."""
+    """Adapts a ``models.Scorer`` (``score(rows)`` and ``score_columns(context, columns, n)`` ->
+    ``(pctr, pcvr)``) to the ``Ranker`` protocol."""
 
     def __init__(self, scorer) -> None:
         self._scorer = scorer
         self.version = scorer.version
 
     def score(self, rows: Sequence[Mapping]) -> Sequence[float]:
-        score_columns = getattr(self._scorer, "score_columns", None)
-        score_request = getattr(self._scorer, "score_request", None)
-        if isinstance(rows, CandidateRows) and score_columns is not None:
+        if isinstance(rows, CandidateRows):
             # the request-level features are encoded once, the candidates' as columns
-            pctr, _ = score_columns(rows.context, rows.columns(), len(rows))
-        elif isinstance(rows, CandidateRows) and score_request is not None:
-            pctr, _ = score_request(rows.context, rows.candidates())
+            pctr, _ = self._scorer.score_columns(rows.context, rows.columns(), len(rows))
         else:
             pctr, _ = self._scorer.score(list(rows))
         return pctr.tolist()

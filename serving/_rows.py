@@ -7,7 +7,7 @@ key of every row; the fallback ranker reads four numbers per candidate. Building
 merged dicts of ~25 keys costs ~1 ms per request, more than everything the fallback
 ranker does, so the dicts are built on first access only and ``signals()`` hands the
 fallback its four columns directly. ``context`` / ``candidates()`` let a ranker that can
-encode the request-level features once (``models.Scorer.score_request``) do so.
+encode the request-level features once (``models.Scorer.score_columns``) do so.
 """
 
 from __future__ import annotations

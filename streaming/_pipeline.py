@@ -327,8 +327,7 @@ class Pipeline:
             # shared entities: computed and written under one host-wide lock, so the last row
             # written for an entity is computed from every commit before it (user-keyed views
             # are on one worker's partitions at a time and go to the sink's writer above)
-            lock = getattr(self.state, "shared_rows_lock", None)
-            with lock() if lock is not None and not VIEWS_BY_NAME[view].user_keyed else nullcontext():
+            with nullcontext() if VIEWS_BY_NAME[view].user_keyed else self.state.shared_rows_lock():
                 rows = compute_features(view, self.state.buckets(code[0], keys), self.params)
                 self.sink.write_online(view, rows)
             self._offline.setdefault(view, []).append(rows)
