@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -79,6 +80,8 @@ class Scorer:
     def __init__(self, version: str, kind: str, pipeline: FeaturePipeline, predictor, meta: dict) -> None:
         self.version, self.kind, self.pipeline, self.predictor, self.meta = version, kind, pipeline, predictor, meta
         self._cache: dict = {}
+        self._block: tuple | None = None     # (the item columns it encodes, their ItemBlock, its cross cache)
+        self._block_lock = threading.Lock()
 
     def score(self, rows: Sequence[Mapping] | Mapping[str, Sequence]) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (pctr, pcvr), float32 arrays in row order."""
@@ -93,6 +96,39 @@ class Scorer:
     def score_columns(self, context: Mapping, columns: Mapping[str, Sequence], n: int) -> tuple[np.ndarray, np.ndarray]:
         """``score_request`` with the candidates as columns (see ``FeaturePipeline.encode_columns``)."""
         return self._predict(n, lambda: self.pipeline.encode_columns(context, columns, n, self._cache))
+
+    def item_block(self, items: Mapping[str, Sequence], n: int):
+        """The ``ItemBlock`` of a catalog's item columns, built on first use and kept while
+        the same ``items`` object is passed (serving passes its catalog's, rebuilt with each
+        campaign snapshot): ~50 ms for 53k items, once, instead of per-candidate work per request."""
+        hit = self._block
+        if hit is not None and hit[0] is items:
+            return hit[1]
+        with self._block_lock:
+            hit = self._block
+            if hit is None or hit[0] is not items:
+                from models._items import item_block
+
+                hit = self._block = (items, item_block(self.pipeline, items, n), {})
+        return hit[1]
+
+    def score_items(self, context: Mapping, items: Mapping[str, Sequence], n_items: int, rows: Sequence[int],
+                    extra: Mapping[str, np.ndarray] | None = None, *, cvr: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """``score_columns`` for candidates that are ``rows`` of a catalog's item columns
+        (``items``: ``key → n_items`` values), plus ``extra`` per-candidate numeric columns
+        (statistics). Serving's path: see ``models._items``. ``cvr=False`` skips the pCVR
+        head where the predictor can (XGBoost's second booster); pcvr is then None."""
+        from models._items import encode_items
+
+        block = self.item_block(items, n_items)
+        crosses = self._block[2] if self._block is not None and self._block[1] is block else None
+        if not len(rows):
+            return np.zeros(0, dtype=np.float32), (np.zeros(0, dtype=np.float32) if cvr else None)
+        enc = encode_items(self.pipeline, context, block, np.asarray(rows, dtype=np.int64), extra, crosses)
+        if not cvr and hasattr(self.predictor, "predict_ctr"):
+            return self.predictor.predict_ctr(enc), None
+        out = self.predictor.predict(enc)
+        return out[:, 0], (out[:, 1] if cvr else None)
 
     def _predict(self, n: int, encode: Callable[[], object]) -> tuple[np.ndarray, np.ndarray]:
         if not n:

@@ -274,12 +274,20 @@ def dense_matrix(cols: Mapping[str, np.ndarray], n: int, prior_ctr: float, prior
     given as logits; counts as log1p. User columns are zeroed without personalization consent.
     """
 
-    def col(name: str) -> np.ndarray:
-        v = cols.get(name)
-        if v is None:
-            return np.zeros(n, dtype=np.float64)
-        a = np.asarray(v, dtype=np.float64)
-        return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    clean: dict[str, np.ndarray] = {}
+
+    def col(name: str) -> np.ndarray:      # each column cleaned once (serving encodes per request)
+        a = clean.get(name)
+        if a is None:
+            v = cols.get(name)
+            if v is None:
+                a = np.zeros(n, dtype=np.float64)
+            else:
+                a = np.asarray(v, dtype=np.float64)
+                if not np.isfinite(a).all():
+                    a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+            clean[name] = a
+        return a
 
     price = np.maximum(col("price"), 0.0)
     has_rating = (col("rating") > 0).astype(np.float64)

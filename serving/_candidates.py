@@ -52,6 +52,15 @@ class Catalog:
     named_products: Mapping[str, tuple] | None = None
     """``word_index`` with the products resolved: word → ``(product, sku, category, price, quality term
     or None)`` of its in-stock products (a request checks ~100 of them; attribute lookups add up)."""
+    items: Mapping[str, list] | None = None
+    """Every servable creative then every product as columns of the ranker's item attributes
+    (``item_id``, ``item_kind``, ``advertiser_id``, ``campaign_id``, ``category``, ``brand``,
+    ``price``, ``rating``): a registered model encodes them once per snapshot, and a request
+    hands it row numbers (``models.Scorer.score_items``)."""
+    ad_rows: Mapping[str, int] | None = None
+    """Creative id → its row in ``items``."""
+    product_rows: Mapping[str, int] | None = None
+    """Sku → its row in ``items``."""
 
     @property
     def item_ids(self) -> list[str]:
@@ -101,6 +110,26 @@ def _named(products, skus) -> tuple:
     return tuple(out)
 
 
+def _item_columns(ads, products) -> tuple[dict[str, list], dict[str, int], dict[str, int]]:
+    """The ranker's item attributes of every creative and product (see ``Catalog.items``);
+    the same values ``CandidateRows`` gives a merged row."""
+    prods = list(products.values())
+    n_ads = len(ads)
+    items = {
+        "item_id": [a.creative_id for a in ads] + [p.sku for p in prods],
+        "item_kind": ["ad"] * n_ads + ["product"] * len(prods),
+        "advertiser_id": [a.advertiser_id for a in ads] + [p.advertiser_id or "" for p in prods],
+        "campaign_id": [a.campaign_id for a in ads] + [""] * len(prods),
+        "category": [a.category for a in ads] + [p.category for p in prods],
+        "brand": [a.brand for a in ads] + [p.brand for p in prods],
+        "price": [a.price for a in ads] + [p.price for p in prods],
+        "rating": [a.rating for a in ads] + [float(p.quality or 0.0) for p in prods],
+    }
+    ad_rows = {a.creative_id: i for i, a in enumerate(ads)}
+    product_rows = {p.sku: n_ads + j for j, p in enumerate(prods)}
+    return items, ad_rows, product_rows
+
+
 def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
     """Derive the request-path view of a ``CampaignSnapshot`` (once per snapshot version)."""
     ads = _ad_specs(snapshot, index, day)
@@ -131,7 +160,9 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
             ads_by_cat.setdefault(cat, []).append(i)
     products = snapshot.products
     kept_words = {w: tuple(skus) for w, skus in word_index.items() if len(skus) <= 300}
+    items, ad_rows, product_rows = _item_columns(ads, products)
     return Catalog(
+        items=items, ad_rows=ad_rows, product_rows=product_rows,
         named_products={w: _named(products, skus) for w, skus in kept_words.items()},
         budgets={a.campaign_id: a.daily_budget for a in ads},
         ads_by_category={k: tuple(v) for k, v in ads_by_cat.items()},

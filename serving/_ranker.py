@@ -121,8 +121,14 @@ class ScorerRanker:
 
     def score(self, rows: Sequence[Mapping]) -> Sequence[float]:
         if isinstance(rows, CandidateRows):
-            # the request-level features are encoded once, the candidates' as columns
-            pctr, _ = self._scorer.score_columns(rows.context, rows.columns(), len(rows))
+            at = rows.catalog_rows()
+            if at is not None:
+                # the catalog's items are encoded once per snapshot; a request gathers its rows
+                items, n_items, index, extra = at
+                pctr, _ = self._scorer.score_items(rows.context, items, n_items, index, extra, cvr=False)
+            else:
+                # the request-level features are encoded once, the candidates' as columns
+                pctr, _ = self._scorer.score_columns(rows.context, rows.columns(), len(rows))
         else:
             pctr, _ = self._scorer.score(list(rows))
         return pctr.tolist()
@@ -135,12 +141,19 @@ class ModelRegistry:
         from models import Registry
 
         self._registry = Registry(settings)
+        self._threads = settings.serving.model_threads
 
     def resolve(self, ref: str) -> str:
         return self._registry.get(ref).version
 
     def load(self, version: str) -> Ranker:
-        return ScorerRanker(self._registry.load(version))
+        scorer = self._registry.load(version)
+        if scorer.kind == "torchrec":
+            import torch
+
+            # process-wide: this process serves; see ServingSettings.model_threads
+            torch.set_num_threads(self._threads)
+        return ScorerRanker(scorer)
 
 
 def registry_loader(settings):

@@ -271,7 +271,8 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
 
         # one batched model call
         base = _request_row(ctx, user_key if personal else "", personal, user)
-        rows = CandidateRows(base, ads, products, self._item_features, category_clicks(user) if affinity else None)
+        rows = CandidateRows(base, ads, products, self._item_features, category_clicks(user) if affinity else None,
+                             catalog)
         ranker_ref = str(params.get("ranker") or self.defaults.ranker)
         ranker = self._rankers.get(ranker_ref)
         scores: list[float] = []

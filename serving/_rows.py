@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Iterator, Mapping, Sequence
 
+import numpy as np
+
 _NO_STATS: dict = {}
 
 
@@ -26,6 +28,10 @@ def category_clicks(user: Mapping) -> dict[str, int]:
     return out
 
 
+def _number(v) -> float:
+    return 0.0 if v is None else float(v)
+
+
 class CandidateRows(Sequence):
     """Rows for the ads then the products of one request (see the module docstring).
 
@@ -35,12 +41,13 @@ class CandidateRows(Sequence):
     """
 
     def __init__(self, context: dict, ads: Sequence, products: Sequence, item_features=None,
-                 clicks_by_category: Mapping[str, int] | None = None) -> None:
+                 clicks_by_category: Mapping[str, int] | None = None, catalog=None) -> None:
         self.context = context
         self._ads = ads
         self._products = products
         self._features = item_features
         self._clicks = clicks_by_category
+        self._catalog = catalog
         self._candidates: list[dict] | None = None
 
     def __len__(self) -> int:
@@ -117,6 +124,50 @@ class CandidateRows(Sequence):
         cols["relevance"] = [c.match.relevance for c in ads] + [c.relevance for c in products]
         cols["user_category_clicks_7d"] = [self._user_clicks(cat) for cat in cols["category"]]
         return cols
+
+    def catalog_rows(self) -> tuple[Mapping[str, list], int, np.ndarray, dict[str, np.ndarray]] | None:
+        """The candidates as rows of the catalog's item columns (``Catalog.items``), with the
+        per-candidate statistics as float columns — ``models.Scorer.score_items``'s input,
+        equal to ``columns()`` merged over the context. None without a catalog, or when a
+        candidate is not in it."""
+        catalog = self._catalog
+        if catalog is None or catalog.items is None:
+            return None
+        ads, products, context = self._ads, self._products, self.context
+        try:
+            ad_rows, product_rows = catalog.ad_rows, catalog.product_rows
+            rows = [ad_rows[c.spec.creative_id] for c in ads] + [product_rows[c.product.sku] for c in products]
+        except KeyError:
+            return None
+        n = len(rows)
+        extra: dict[str, np.ndarray] = {}
+        features = self._features
+        items = catalog.items
+        if features is not None:
+            def put(row: Mapping, i: int) -> None:
+                for k, v in row.items():
+                    if k in items:         # the candidate's own attribute wins, as in a merged row
+                        continue
+                    column = extra.get(k)
+                    if column is None:
+                        column = extra[k] = np.full(n, _number(context.get(k)))
+                    column[i] = _number(v)
+
+            for i, cand in enumerate(ads):
+                put(features.item(cand.spec.creative_id), i)
+                put(features.campaign(cand.spec.campaign_id), i)
+            for j, cand in enumerate(products):
+                put(features.item(cand.product.sku), len(ads) + j)
+        extra["relevance"] = np.array([float(c.match.relevance or 0.0) for c in ads]
+                                      + [float(c.relevance or 0.0) for c in products], dtype=np.float64)
+        if self._clicks:
+            clicks = self._clicks
+            extra["user_category_clicks_7d"] = np.array(
+                [clicks.get(c.spec.category, 0) for c in ads] + [clicks.get(c.product.category, 0) for c in products],
+                dtype=np.float64)
+        else:
+            extra["user_category_clicks_7d"] = np.zeros(n)
+        return items, len(items["item_id"]), np.asarray(rows, dtype=np.int64), extra
 
     def signals(self) -> tuple[list[float], list[float], list[float], list[bool]]:
         """Per candidate: relevance, item impressions (24 h), item clicks (24 h), whether the

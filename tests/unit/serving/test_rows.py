@@ -1,11 +1,14 @@
 """``CandidateRows.columns()`` is the candidates' merged rows read column-wise: the same
 value for every key and candidate, a missing key read from the context as a merged row
-would, and the candidate's attributes winning over its statistics."""
+would, and the candidate's attributes winning over its statistics. ``catalog_rows()`` is
+the same again as catalog rows plus numeric statistics columns."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from campaigns import Product
-from serving._candidates import AdCandidate, ProductCandidate
+from serving._candidates import AdCandidate, Catalog, ProductCandidate, _item_columns
 from serving._rows import CandidateRows
 from serving._targeting import AdSpec, Match
 
@@ -21,7 +24,7 @@ class _Stats:
         return self._campaigns.get(campaign_id, {})
 
 
-def _rows(features) -> CandidateRows:
+def _rows(features, with_catalog: bool = False) -> CandidateRows:
     ads = [AdCandidate(AdSpec(creative_id=f"cr{i}", campaign_id=f"c{i % 2}", advertiser_id=f"a{i}", headline="h",
                               landing_url="https://x.example", strategy="CPC", bid=1.0, category="sports/yoga",
                               brand="B", price=20.0 + i, rating=0.5), Match(True, "ok", 1.5 + i, "why"))
@@ -31,7 +34,16 @@ def _rows(features) -> CandidateRows:
                                          advertiser_id="a9" if i else None), 0.3 * i, "why")
                 for i in range(4)]
     context = {"scene": "park", "user_id": "u", "item_ctr_24h": -1.0, "brand": "from-context"}
-    return CandidateRows(context, ads, products, features, {"sports/yoga": 3})
+    catalog = None
+    if with_catalog:     # the catalog holds more than the candidates, in another order
+        spare = AdSpec(creative_id="spare", campaign_id="c9", advertiser_id="a0", headline="h",
+                       landing_url="https://x.example", strategy="CPM", bid=2.0)
+        items, ad_rows, product_rows = _item_columns([spare] + [a.spec for a in reversed(ads)],
+                                                     {p.product.sku: p.product for p in products})
+        catalog = Catalog(version=1, ads=(), products={}, products_by_category={}, product_words={},
+                          scene_categories={}, top_leaves={}, ads_by_category={}, word_index={}, budgets={},
+                          items=items, ad_rows=ad_rows, product_rows=product_rows)
+    return CandidateRows(context, ads, products, features, {"sports/yoga": 3}, catalog)
 
 
 def _assert_same(rows: CandidateRows) -> None:
@@ -58,3 +70,40 @@ def test_columns_equal_the_merged_rows_with_statistics():
 def test_columns_equal_the_merged_rows_without_statistics():
     _assert_same(_rows(None))
     _assert_same(_rows(_Stats({}, {})))
+
+
+def test_catalog_rows_equal_the_columns():
+    features = _Stats(items={"cr0": {"item_ctr_24h": 0.1, "item_impressions_24h": 50},
+                             "p2": {"item_ctr_24h": 0.3}, "cr2": {"item_id": "shadowed"}},
+                      campaigns={"c1": {"campaign_spend_24h": 4.5}})
+    for stats in (features, None):
+        rows = _rows(stats, with_catalog=True)
+        items, n_items, index, extra = rows.catalog_rows()
+        assert n_items == 8 and len(index) == len(rows)
+        for key, values in rows.columns().items():
+            if key in items:
+                assert [items[key][i] for i in index] == values, key
+            else:
+                np.testing.assert_array_equal(extra[key], [0.0 if v is None else float(v) for v in values],
+                                              err_msg=key)
+        assert set(extra) == set(rows.columns()) - set(items)
+    assert _rows(features).catalog_rows() is None, "no catalog: the ranker encodes columns"
+
+
+def test_a_model_scores_catalog_rows_as_it_scores_the_merged_rows(tmp_path):
+    from models import Registry, fit_model, point_in_time_features, prepare
+    from models.testing import synthetic_impressions
+    from serving._ranker import ScorerRanker
+
+    prepared = prepare(point_in_time_features(synthetic_impressions(1500, seed=2)))
+    reg = Registry(root=tmp_path)
+    trained = fit_model("xgboost", prepared, options={"rounds": 15})
+    reg.register("xgboost", trained.predictor, prepared.pipeline, alias="production")
+    ranker = ScorerRanker(reg.load("production"))
+    features = _Stats(items={"cr0": {"item_clicks_24h": 4, "item_impressions_24h": 50},
+                             "p2": {"item_impressions_1h": 9}}, campaigns={"c1": {"campaign_impressions_24h": 40}})
+    rows = _rows(features, with_catalog=True)
+    assert rows.catalog_rows() is not None
+    expected = ranker._scorer.score(list(rows))[0]
+    np.testing.assert_allclose(ranker.score(rows), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ranker.score(_rows(features)), expected, rtol=1e-5, atol=1e-7)
