@@ -152,8 +152,11 @@ def build_ranker(cfg: RankerConfig, device=None):
             self.over_arch = _mlp([cfg.num_dense + d + n_inter, *cfg.over_arch, 2], final_relu=False)
 
         def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+            return self.head(dense, self.mean(self.ebc(sparse), sparse))
+
+        def head(self, dense: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+            """Logits from the dense features and the bags' mean embeddings ``[B, F, d]`` (keys order)."""
             x = self.dense_arch(dense)
-            pooled = self.mean(self.ebc(sparse), sparse)
             allv = torch.cat([x.unsqueeze(1), pooled], dim=1)
             inter = torch.bmm(allv, allv.transpose(1, 2)).flatten(1).index_select(1, self._pairs)
             return self.over_arch(torch.cat([dense, x, inter], dim=1))
@@ -487,16 +490,40 @@ def train_torchrec(train_enc: EncodedBatch, train_labels: np.ndarray, eval_enc: 
 
 
 def predict_ranker(ranker, enc: EncodedBatch, keys: list[str]) -> np.ndarray:
-    """Probabilities [B, 2] (pctr, pcvr) from an unsharded ranker."""
+    """Probabilities [B, 2] (pctr, pcvr) from an unsharded ranker.
+
+    The tables are read with one ``embedding_bag`` per table straight from the encoded
+    arrays (``_bag_means``) rather than through a KeyedJaggedTensor and the collection's
+    forward: the same sums, without ~1 ms of Python per call at serving's batch of ~250.
+    """
     import torch
 
     with torch.inference_mode():
         out = []
         for a in range(0, enc.size, 8192):
             sub = _slice(enc, a, min(a + 8192, enc.size), keys)
-            dense, kjt = kjt_from_encoded(sub, keys)
-            out.append(torch.sigmoid(ranker(dense, kjt)).numpy())
+            pooled = _bag_means(ranker, sub, keys)
+            out.append(torch.sigmoid(ranker.head(torch.from_numpy(sub.dense), pooled)).numpy())
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
+
+
+def _bag_means(ranker, enc: EncodedBatch, keys: list[str]):
+    """Mean embedding of every bag, ``[B, F, d]`` in ``keys`` order (an empty bag: 0), as
+    ``BagMean`` of the collection's sums gives."""
+    import torch
+    import torch.nn.functional as F
+
+    bags = ranker.ebc.embedding_bags
+    n = enc.size
+    means = []
+    for k in keys:
+        lens = enc.lengths[k]
+        offsets = np.zeros(n, dtype=np.int64)
+        np.cumsum(lens[:-1], out=offsets[1:])
+        sums = F.embedding_bag(torch.from_numpy(enc.values[k]), bags[f"t_{k}"].weight, torch.from_numpy(offsets),
+                               mode="sum")
+        means.append(sums / torch.from_numpy(np.maximum(lens, 1).astype(np.float32)).unsqueeze(1))
+    return torch.stack(means, dim=1)
 
 
 def _slice(enc: EncodedBatch, a: int, b: int, keys: list[str]) -> EncodedBatch:

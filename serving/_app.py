@@ -126,6 +126,7 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
         if item_features is not None:
             item_features.start()
         _warm_rankers(rankers, settings.models.serving_alias, experiments)
+        servicer.prepare_rankers()
         # the catalog and the model are long-lived: keep the cyclic GC from rescanning them (p99)
         import gc
 

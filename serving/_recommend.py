@@ -148,9 +148,21 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         if self._catalog is None or self._catalog_snap is not snap:
             with self._catalog_lock:
                 if self._catalog is None or self._catalog_snap is not snap:
-                    self._catalog = build_catalog(snap, self._index, datetime.now(timezone.utc).date())
-                    self._catalog_snap = snap
+                    catalog = build_catalog(snap, self._index, datetime.now(timezone.utc).date())
+                    self.prepare_rankers(catalog)
+                    self._catalog, self._catalog_snap = catalog, snap
         return self._catalog
+
+    def prepare_rankers(self, catalog: Catalog | None = None) -> None:
+        """Let every loaded model encode the catalog's items before a request needs them."""
+        catalog = catalog or self.catalog()
+        for ranker in getattr(self._rankers, "loaded", list)():
+            prepare = getattr(ranker, "prepare", None)
+            if prepare is not None:
+                try:
+                    prepare(catalog)
+                except Exception as exc:  # noqa: BLE001 - the request path will report a broken model
+                    log.warning("ranker %s could not encode the catalog (%s)", ranker.version, exc)
 
     def catalog_ids(self) -> tuple[list[str], list[str]]:
         cat = self.catalog()
