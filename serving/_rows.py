@@ -153,11 +153,14 @@ class CandidateRows(Sequence):
                         column = extra[k] = np.full(n, _number(context.get(k)))
                     column[i] = _number(v)
 
-            for i, cand in enumerate(ads):
-                put(features.item(cand.spec.creative_id), i)
-                put(features.campaign(cand.spec.campaign_id), i)
-            for j, cand in enumerate(products):
-                put(features.item(cand.product.sku), len(ads) + j)
+            item, campaign = features.item, features.campaign
+            specs = [c.spec for c in ads]
+            stats = ([item(s.creative_id) for s in specs] + [item(c.product.sku) for c in products],
+                     [campaign(s.campaign_id) for s in specs])
+            for rows_of in stats:       # most candidates have no statistics row yet: skip them fast
+                for i, row in enumerate(rows_of):
+                    if row:
+                        put(row, i)
         extra["relevance"] = np.array([float(c.match.relevance or 0.0) for c in ads]
                                       + [float(c.relevance or 0.0) for c in products], dtype=np.float64)
         if self._clicks:
