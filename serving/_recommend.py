@@ -136,6 +136,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         self._catalog: Catalog | None = None
         self._catalog_snap = None
         self._catalog_lock = threading.Lock()
+        self._catalog_rebuild: threading.Thread | None = None
         self._topic_feedback = settings.topic("feedback")
         self._topic_exposures = settings.topic("exposures")
         self._fallback_ranker = ContextRelevanceRanker()
@@ -143,15 +144,59 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
 
     # -- helpers ------------------------------------------------------------------------
     def catalog(self) -> Catalog:
-        """The request-path view of the current campaign snapshot (rebuilt when the snapshot changes)."""
+        """The request-path view of the current campaign snapshot.
+
+        The first one is built before serving. When the snapshot changes (a marketer's edit,
+        a product feed), the new view is built on a background thread while requests keep
+        the current one: building it (~0.7 s for 53k products, plus ~0.3 s for each loaded
+        model to encode the items) inside a request stalled every call of the process for
+        that long. An edit therefore reaches replies within ``snapshot_refresh_s`` plus
+        the build time."""
         snap = self._snapshots.get()
-        if self._catalog is None or self._catalog_snap is not snap:
+        current = self._catalog
+        if current is not None and self._catalog_snap is snap:
+            return current
+        if current is None:
             with self._catalog_lock:
-                if self._catalog is None or self._catalog_snap is not snap:
-                    catalog = build_catalog(snap, self._index, datetime.now(timezone.utc).date())
-                    self.prepare_rankers(catalog)
-                    self._catalog, self._catalog_snap = catalog, snap
-        return self._catalog
+                if self._catalog is None:
+                    self._build_catalog(snap)
+            return self._catalog
+        self._rebuild_in_background()
+        return current
+
+    def _build_catalog(self, snap) -> None:
+        catalog = build_catalog(snap, self._index, datetime.now(timezone.utc).date())
+        self.prepare_rankers(catalog)
+        self._catalog, self._catalog_snap = catalog, snap
+        self.counters.add("catalog_builds")
+
+    def _rebuild_in_background(self) -> None:
+        with self._catalog_lock:
+            if self._catalog_rebuild is not None:
+                return
+            self._catalog_rebuild = threading.Thread(target=self._rebuild, name="catalog-rebuild", daemon=True)
+        self._catalog_rebuild.start()
+
+    def _rebuild(self) -> None:
+        try:
+            self._build_catalog(self._snapshots.get())
+        except Exception:  # noqa: BLE001 - keep serving the current catalog; the next change retries
+            self.counters.add("catalog_build_failures")
+            log.exception("rebuilding the catalog failed; serving the previous one")
+        finally:
+            with self._catalog_lock:
+                self._catalog_rebuild = None
+
+    def wait_for_catalog(self, timeout: float = 10.0) -> Catalog:
+        """The catalog of the current snapshot, waiting for a rebuild in progress (tests, tools)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            catalog = self.catalog()
+            if self._catalog_snap is self._snapshots.get():
+                return catalog
+            if time.monotonic() > deadline:
+                raise TimeoutError("the catalog was not rebuilt in time; see the server log")
+            time.sleep(0.01)
 
     def prepare_rankers(self, catalog: Catalog | None = None) -> None:
         """Let every loaded model encode the catalog's items before a request needs them."""

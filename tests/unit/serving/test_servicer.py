@@ -159,3 +159,35 @@ def test_each_served_item_logs_one_impression_with_its_own_fields(measured):
         assert (event.user_id, event.request_id) == (("u", reply.request_id) if measured else ("", ""))
         assert event.HasField("context") == measured and (event.context.scene == "park") == measured
     assert logged[0].campaign_id == "c1" and logged[0].category == "sports/running_shoes" and logged[1].position == 0
+
+
+def test_a_new_snapshot_is_built_off_the_request_path(monkeypatch):
+    """A campaign edit must not stall requests for the ~1 s a catalog takes to build: the
+    requests keep the current catalog until the new one is ready, then use it."""
+    import threading
+
+    import serving._recommend as recommend
+
+    snaps = _Snapshots()
+    servicer = RecommendationServicer(settings=load_settings(env={}), snapshots=snaps, rankers=RegistryRankers(None),
+                                      events=MemoryEventLog(), taxonomy=Taxonomy(), user_features=_Users(), seed=1)
+    first = servicer.catalog()
+    assert servicer.Recommend(_req(), None).ads[0].campaign_id == "c1"
+    release = threading.Event()
+    real = recommend.build_catalog
+
+    def slow_build(*args):
+        release.wait(5)
+        return real(*args)
+
+    monkeypatch.setattr(recommend, "build_catalog", slow_build)
+    snaps.snap = CampaignSnapshot(      # the marketer paused c1: no campaign left
+        version=(1, 2), loaded_at=NOW, campaigns=MappingProxyType({}), advertisers=snaps.snap.advertisers,
+        products=snaps.snap.products, products_by_category=snaps.snap.products_by_category)
+    assert servicer.catalog() is first, "the request keeps the current catalog while the new one builds"
+    assert servicer.Recommend(_req(), None).ads, "served from the previous snapshot meanwhile"
+    release.set()
+    rebuilt = servicer.wait_for_catalog(timeout=5)
+    assert rebuilt is not first and rebuilt.version == (1, 2)
+    assert not servicer.Recommend(_req(), None).ads
+    assert servicer.stats()["catalog_builds"] == 2
