@@ -114,5 +114,11 @@ def test_scorer_scores_catalog_rows_like_merged_rows(tmp_path, kind):
     only, none = scorer.score_items(ctx, items, n, rows, extra, cvr=False)
     np.testing.assert_allclose(only, want_ctr, rtol=1e-5, atol=1e-6)
     assert none is None
-    assert scorer.item_block(items, n) is scorer.item_block(items, n)       # built once per catalog
-    assert scorer.item_block(dict(items), n) is not scorer.item_block(items, n)
+    block = scorer.item_block(items, n)
+    assert scorer.item_block(items, n) is block                             # built once per catalog
+    newer = dict(items)                                                     # the next snapshot's catalog
+    assert scorer.item_block(newer, n) is not block
+    # requests still holding the previous catalog while serving swaps must not rebuild it
+    assert scorer.item_block(items, n) is block and scorer.item_block(newer, n) is scorer.item_block(newer, n)
+    scorer.item_block(dict(items), n)
+    assert scorer.item_block(items, n) is not block, "only the two latest catalogs are kept"
