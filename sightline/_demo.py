@@ -160,6 +160,7 @@ def run_demo(settings: Settings, config: DemoConfig, say: Say = print, progress:
         s = result.summary()
         say(f"   {s['requests']:,} requests ({s['failed_requests']} failed), {s['impressions']:,} impressions, "
             f"{s['clicks']:,} clicks, {s['conversions']:,} conversions")
+        say("   items served by ranker: " + ", ".join(f"{v} {n:,}" for v, n in s["impressions_by_model"].items()))
         summary.figures["respond"] = s
         summary.figures["latency_ms"] = _percentiles(latencies)
         summary.figures["fill_rate"] = _fill_rate(result)

@@ -96,7 +96,16 @@ class RespondResult:
             "ctr": round(self.clicks / self.impressions, 5) if self.impressions else None,
             "expected_ctr": round(self.expected_clicks / self.impressions, 5) if self.impressions else None,
             "seconds": round(self.seconds, 3), "errors": dict(self.errors),
+            "impressions_by_model": self.impressions_by_model(),
         }
+
+    def impressions_by_model(self) -> dict[str, int]:
+        """Served items per reply ``model_version``: which rankers actually answered (a model
+        that fails falls back to ``context-relevance-v1``, and shows up here)."""
+        if self.frame is None or "model_version" not in self.frame.columns or not self.frame.height:
+            return {}
+        counts = self.frame.group_by("model_version").len()
+        return dict(sorted(zip(counts["model_version"].to_list(), counts["len"].to_list())))
 
 
 def _code_name(exc) -> str:

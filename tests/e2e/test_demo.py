@@ -50,6 +50,9 @@ def test_small_demo_tells_the_whole_story(demo_dir, tmp_path):
     assert 0 < respond["ctr"] < 0.5
     assert figures["fill_rate"] > 0.3
     assert {"production", "candidate"} <= set(figures["models"])
+    served_by = respond["impressions_by_model"]
+    assert set(served_by) == {figures["models"]["production"], figures["models"]["candidate"]}, (
+        f"replies should come from the two registered models (none from the fallback ranker): {served_by}")
     arms = {row["arm"] for row in figures.get("arms", [])}
     assert arms == {"torchrec", "xgboost"}, f"both experiment arms should have exposed units, got {arms}"
     ingest = figures["ingest"]
