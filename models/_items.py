@@ -15,7 +15,8 @@ request's ``EncodedBatch`` with numpy gathers:
   clicks in the category): passed in ``extra`` as columns.
 
 The result equals ``FeaturePipeline.encode_columns`` on the same values (pinned by
-tests/unit/models/test_models_items.py); it costs ~0.2 ms instead of ~2.8 ms a request.
+tests/unit/models/test_models_items.py); it costs ~0.6–1.0 ms of CPU a request instead
+of ~2.8 ms (XGBoost Recommend in-process: 10.3 → 4.3 ms per call).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _gather(offsets: np.ndarray, values: np.ndarray, k: int, rows: np.ndarray) -
 
 
 def item_block(pipeline: FeaturePipeline, columns: Mapping[str, Sequence], n: int) -> ItemBlock:
-    """Encode a catalog's item columns (``key → n values``) once; ~50 ms for 53k items."""
+    """Encode a catalog's item columns (``key → n values``) once; ~0.3 s for 53k items."""
     bad = [k for k, v in columns.items() if len(v) != n]
     if bad:
         raise InvalidModelInput(f"item columns {bad} do not have {n} values; pass one value per catalog item")
