@@ -105,31 +105,30 @@ def item_block(pipeline: FeaturePipeline, columns: Mapping[str, Sequence], n: in
 
 def _per_code(codes: Mapping[str, tuple[np.ndarray, list]], sources: Sequence[str], n: int, fn: Callable) -> list:
     """``fn`` of every item's ``sources`` values, called once per distinct combination."""
-    key, vocabs = _combined(codes, sources, np.arange(n))
-    uniq, inverse = np.unique(key, return_inverse=True)
-    per = [fn(*values) for values in _decode(uniq, vocabs, sources, codes)]
+    combos, inverse = _distinct(codes, sources, np.arange(n))
+    per = [fn(*values) for values in combos]
     return [per[i] for i in inverse.tolist()]
 
 
-def _combined(codes, sources, rows: np.ndarray) -> tuple[np.ndarray, list[int]]:
+def _distinct(codes: Mapping[str, tuple[np.ndarray, list]], sources: Sequence[str],
+              rows: np.ndarray) -> tuple[list[tuple], np.ndarray]:
+    """The distinct combinations of ``sources`` values among ``rows`` (as value tuples), and
+    which combination each row has (int64 [len(rows)])."""
     key = np.zeros(len(rows), dtype=np.int64)
     sizes = []
     for c in sources:
         col, vocab = codes[c]
         key = key * len(vocab) + col[rows]
         sizes.append(len(vocab))
-    return key, sizes
-
-
-def _decode(uniq: np.ndarray, sizes: list[int], sources, codes) -> list[tuple]:
-    out = []
+    uniq, inverse = np.unique(key, return_inverse=True)
+    combos = []
     for k in uniq.tolist():
         parts = []
         for size in reversed(sizes):
             k, r = divmod(k, size)
             parts.append(r)
-        out.append(tuple(codes[c][1][r] for c, r in zip(sources, reversed(parts))))
-    return out
+        combos.append(tuple(codes[c][1][r] for c, r in zip(sources, reversed(parts))))
+    return combos, inverse.astype(np.int64)
 
 
 def encode_items(pipeline: FeaturePipeline, context: Mapping, block: ItemBlock, rows: np.ndarray,
@@ -168,13 +167,12 @@ def encode_items(pipeline: FeaturePipeline, context: Mapping, block: ItemBlock, 
         """``fn`` once per distinct item-side value among the candidates, and which one each reads."""
         side = [c for c in sources if c in keys]
         if len(side) != 1:
-            key, sizes = _combined(block.codes, side, rows)
-            uniq, inverse = np.unique(key, return_inverse=True)
+            combos, inverse = _distinct(block.codes, side, rows)
             per = []
-            for vals in _decode(uniq, sizes, side, block.codes):
+            for vals in combos:
                 given = dict(zip(side, vals))
                 per.append(fn(*(given[c] if c in given else context.get(c) for c in sources)))
-            return per, inverse.astype(np.int64)
+            return per, inverse
         at = sources.index(side[0])
         args = [context.get(c) for c in sources]
         store = cache.setdefault((name, tuple(_hashable(a) for i, a in enumerate(args) if i != at)), {})

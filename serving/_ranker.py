@@ -125,7 +125,7 @@ class ScorerRanker:
 
     def prepare(self, catalog) -> None:
         """Encode a new catalog's items now (~0.3 s for 53k) rather than in the next request."""
-        if getattr(catalog, "items", None):
+        if catalog.items:
             self._scorer.item_block(catalog.items, len(catalog.items["item_id"]))
 
     def score(self, rows: Sequence[Mapping]) -> Sequence[float]:

@@ -174,8 +174,9 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         with self._catalog_lock:
             if self._catalog_rebuild is not None:
                 return
-            self._catalog_rebuild = threading.Thread(target=self._rebuild, name="catalog-rebuild", daemon=True)
-        self._catalog_rebuild.start()
+            thread = self._catalog_rebuild = threading.Thread(target=self._rebuild, name="catalog-rebuild",
+                                                              daemon=True)
+        thread.start()
 
     def _rebuild(self) -> None:
         try:

@@ -122,3 +122,16 @@ def test_scorer_scores_catalog_rows_like_merged_rows(tmp_path, kind):
     assert scorer.item_block(items, n) is block and scorer.item_block(newer, n) is scorer.item_block(newer, n)
     scorer.item_block(dict(items), n)
     assert scorer.item_block(items, n) is not block, "only the two latest catalogs are kept"
+
+
+def test_distinct_combinations_of_several_item_columns_decode_back():
+    # crosses of two item columns (none in today's schema) go through the same decoding
+    from models._items import _distinct, _factorize
+
+    cats = ["a/x", "b/y", "a/x", None, "b/y", "a/x"]
+    brands = ["B1", "B1", "B2", "B1", "B1", "B2"]
+    codes = {"category": _factorize(cats), "brand": _factorize(brands)}
+    rows = np.array([5, 0, 1, 3, 4, 2])
+    combos, inverse = _distinct(codes, ["category", "brand"], rows)
+    assert len(combos) == len(set(combos)) == 4
+    assert [combos[i] for i in inverse] == [(cats[r], brands[r]) for r in rows]
