@@ -137,6 +137,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         self._catalog_snap = None
         self._catalog_lock = threading.Lock()
         self._catalog_rebuild: threading.Thread | None = None
+        self._catalog_failed = None     # the snapshot whose catalog failed to build, if any
         self._topic_feedback = settings.topic("feedback")
         self._topic_exposures = settings.topic("exposures")
         self._fallback_ranker = ContextRelevanceRanker()
@@ -172,18 +173,21 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
 
     def _rebuild_in_background(self) -> None:
         with self._catalog_lock:
-            if self._catalog_rebuild is not None:
-                return
+            if self._catalog_rebuild is not None or self._catalog_failed is self._snapshots.get():
+                return      # one build at a time; a snapshot that failed to build is not retried per request
             thread = self._catalog_rebuild = threading.Thread(target=self._rebuild, name="catalog-rebuild",
                                                               daemon=True)
         thread.start()
 
     def _rebuild(self) -> None:
+        snap = self._snapshots.get()
         try:
-            self._build_catalog(self._snapshots.get())
-        except Exception:  # noqa: BLE001 - keep serving the current catalog; the next change retries
+            self._build_catalog(snap)
+        except Exception:  # noqa: BLE001 - keep serving the current catalog; the next snapshot retries
+            self._catalog_failed = snap
             self.counters.add("catalog_build_failures")
-            log.exception("rebuilding the catalog failed; serving the previous one")
+            log.exception("building the catalog of snapshot %s failed; serving the previous one",
+                          getattr(snap, "version", "?"))
         finally:
             with self._catalog_lock:
                 self._catalog_rebuild = None

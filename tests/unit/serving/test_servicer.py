@@ -191,3 +191,29 @@ def test_a_new_snapshot_is_built_off_the_request_path(monkeypatch):
     assert rebuilt is not first and rebuilt.version == (1, 2)
     assert not servicer.Recommend(_req(), None).ads
     assert servicer.stats()["catalog_builds"] == 2
+
+
+def test_a_snapshot_that_fails_to_build_keeps_the_previous_catalog_and_is_not_retried(monkeypatch):
+    import serving._recommend as recommend
+
+    snaps = _Snapshots()
+    servicer = RecommendationServicer(settings=load_settings(env={}), snapshots=snaps, rankers=RegistryRankers(None),
+                                      events=MemoryEventLog(), taxonomy=Taxonomy(), user_features=_Users(), seed=1)
+    first = servicer.catalog()
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise ValueError("bad snapshot")
+
+    monkeypatch.setattr(recommend, "build_catalog", broken)
+    snaps.snap = CampaignSnapshot(version=(1, 2), loaded_at=NOW, campaigns=snaps.snap.campaigns,
+                                  advertisers=snaps.snap.advertisers, products=snaps.snap.products,
+                                  products_by_category=snaps.snap.products_by_category)
+    for _ in range(20):
+        assert servicer.Recommend(_req(), None).ads, "the previous catalog keeps serving"
+        rebuild = servicer._catalog_rebuild
+        if rebuild is not None:
+            rebuild.join(5)
+    assert servicer.catalog() is first
+    assert len(calls) == 1 and servicer.stats()["catalog_build_failures"] == 1
