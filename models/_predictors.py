@@ -236,12 +236,14 @@ class TorchRecPredictor:
         self.ranker, self.cfg = ranker, cfg
         self.keys = list(cfg.sparse)
         self.platt = platt
+        self.tables = None
+        """``stack_tables`` of a loaded (inference-only) ranker: one lookup for every table."""
         """Per head (a, b): p = sigmoid(a * logit + b), fitted on the validation split; None = raw."""
 
     def predict_raw(self, enc: EncodedBatch) -> np.ndarray:
         from models._torchrec import predict_ranker
 
-        return predict_ranker(self.ranker, enc, self.keys)
+        return predict_ranker(self.ranker, enc, self.keys, self.tables)
 
     def predict(self, enc: EncodedBatch) -> np.ndarray:
         p = self.predict_raw(enc)
@@ -290,7 +292,11 @@ class TorchRecPredictor:
         ranker.eval()
         calib = Path(directory) / "calibration.json"
         platt = json.loads(calib.read_text())["platt"] if calib.exists() else None
-        return cls(ranker, cfg, platt)
+        predictor = cls(ranker, cfg, platt)
+        from models._torchrec import stack_tables
+
+        predictor.tables = stack_tables(ranker, predictor.keys)
+        return predictor
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

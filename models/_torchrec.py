@@ -489,12 +489,13 @@ def train_torchrec(train_enc: EncodedBatch, train_labels: np.ndarray, eval_enc: 
     return ranker, info
 
 
-def predict_ranker(ranker, enc: EncodedBatch, keys: list[str]) -> np.ndarray:
+def predict_ranker(ranker, enc: EncodedBatch, keys: list[str], tables=None) -> np.ndarray:
     """Probabilities [B, 2] (pctr, pcvr) from an unsharded ranker.
 
-    The tables are read with one ``embedding_bag`` per table straight from the encoded
-    arrays (``_bag_means``) rather than through a KeyedJaggedTensor and the collection's
-    forward: the same sums, without ~1 ms of Python per call at serving's batch of ~250.
+    The tables are read straight from the encoded arrays rather than through a
+    KeyedJaggedTensor and the collection's forward (the same sums, without ~1 ms of Python
+    per call at serving's batch of ~250): with ``tables`` (``stack_tables``) in one
+    ``embedding_bag`` over all of them, else one per table.
     """
     import torch
 
@@ -502,9 +503,25 @@ def predict_ranker(ranker, enc: EncodedBatch, keys: list[str]) -> np.ndarray:
         out = []
         for a in range(0, enc.size, 8192):
             sub = _slice(enc, a, min(a + 8192, enc.size), keys)
-            pooled = _bag_means(ranker, sub, keys)
+            pooled = _stacked_means(tables, sub, keys) if tables is not None else _bag_means(ranker, sub, keys)
             out.append(torch.sigmoid(ranker.head(torch.from_numpy(sub.dense), pooled)).numpy())
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
+
+
+def stack_tables(ranker, keys: list[str]):
+    """Every table of an inference ranker as rows of one tensor, in ``keys`` order, with each
+    table's first row: the module's tables become views of it (no second copy of ~200 MB).
+    For ``predict_ranker``: one lookup instead of one per table (22 here)."""
+    import torch
+
+    bags = ranker.ebc.embedding_bags
+    weights = [bags[f"t_{k}"].weight.detach() for k in keys]
+    stacked = torch.cat(weights)
+    bases = np.zeros(len(keys), dtype=np.int64)
+    np.cumsum([w.shape[0] for w in weights[:-1]], out=bases[1:])
+    for k, w, base in zip(keys, weights, bases.tolist()):
+        bags[f"t_{k}"].weight = torch.nn.Parameter(stacked[base:base + w.shape[0]], requires_grad=False)
+    return stacked, bases
 
 
 def _bag_means(ranker, enc: EncodedBatch, keys: list[str]):
@@ -524,6 +541,22 @@ def _bag_means(ranker, enc: EncodedBatch, keys: list[str]):
                                mode="sum")
         means.append(sums / torch.from_numpy(np.maximum(lens, 1).astype(np.float32)).unsqueeze(1))
     return torch.stack(means, dim=1)
+
+
+def _stacked_means(tables, enc: EncodedBatch, keys: list[str]):
+    """``_bag_means`` from ``stack_tables``: the bags of every feature in one ``embedding_bag``."""
+    import torch
+    import torch.nn.functional as F
+
+    stacked, bases = tables
+    n = enc.size
+    lens = np.concatenate([enc.lengths[k] for k in keys]).astype(np.int64)          # feature-major bags
+    values = np.concatenate([enc.values[k] + base for k, base in zip(keys, bases.tolist())])
+    offsets = np.zeros(len(lens), dtype=np.int64)
+    np.cumsum(lens[:-1], out=offsets[1:])
+    sums = F.embedding_bag(torch.from_numpy(values), stacked, torch.from_numpy(offsets), mode="sum")
+    means = sums / torch.from_numpy(np.maximum(lens, 1).astype(np.float32)).unsqueeze(1)
+    return means.view(len(keys), n, -1).transpose(0, 1)
 
 
 def _slice(enc: EncodedBatch, a: int, b: int, keys: list[str]) -> EncodedBatch:

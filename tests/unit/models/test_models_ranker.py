@@ -41,7 +41,7 @@ def test_serving_prediction_equals_the_modules_forward():
     import numpy as np
 
     from models._schema import EncodedBatch
-    from models._torchrec import RankerConfig, build_ranker, kjt_from_encoded, predict_ranker
+    from models._torchrec import RankerConfig, build_ranker, kjt_from_encoded, predict_ranker, stack_tables
 
     keys = ["a", "b", "c"]
     cfg = RankerConfig(sparse=tuple(keys), num_embeddings={"a": 50, "b": 7, "c": 1000}, num_dense=3)
@@ -57,3 +57,8 @@ def test_serving_prediction_equals_the_modules_forward():
         dense, kjt = kjt_from_encoded(enc, keys)
         want = torch.sigmoid(ranker(dense, kjt)).numpy()
     np.testing.assert_allclose(predict_ranker(ranker, enc, keys), want, rtol=1e-5, atol=1e-6)
+    tables = stack_tables(ranker, keys)            # one lookup over every table, the module's tables its views
+    np.testing.assert_allclose(predict_ranker(ranker, enc, keys, tables), want, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.sigmoid(ranker(dense, kjt)), torch.from_numpy(want))
+    assert ranker.ebc.embedding_bags["t_b"].weight.data_ptr() == tables[0][50:].data_ptr()
