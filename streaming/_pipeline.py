@@ -361,6 +361,10 @@ class Pipeline:
         return counts
 
     def _flush_log(self, kind: str) -> int:
+        with self.state.event_log_lock():      # the parked rows are shared by the host's workers
+            return self._write_parked(kind)
+
+    def _write_parked(self, kind: str) -> int:
         pending = self.state.pending(kind)
         if not pending:
             return 0

@@ -126,9 +126,24 @@ class StateStore:
         written after that worker's newer row and stay there (a regression the two-worker
         hand-over test caught: an ``events_1h`` of 3 where the events gave 1). An OS file
         lock: released if the worker dies."""
+        with self._host_lock("shared-rows"):
+            yield
+
+    @contextmanager
+    def event_log_lock(self) -> Iterator[None]:
+        """Held by a worker from reading the parked event-log rows (``pending``) to clearing
+        the ones it wrote. The parked rows are the host's, not the worker's (a worker that
+        died leaves its rows to the others), so two workers flushing at once both wrote
+        the same rows: the two-worker hand-over test found events logged twice."""
+        with self._host_lock("event-log"):
+            yield
+
+    @contextmanager
+    def _host_lock(self, name: str) -> Iterator[None]:
+        """An OS file lock next to the store, shared by every worker on the host."""
         import fcntl
 
-        with open(self.path.with_name(self.path.name + ".shared-rows.lock"), "a") as f:
+        with open(self.path.with_name(f"{self.path.name}.{name}.lock"), "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield

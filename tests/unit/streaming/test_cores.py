@@ -251,3 +251,39 @@ def test_only_an_index_the_primary_key_covers_is_dropped(tmp_path):
     assert "no_pk_ek" in names and "feast_like_ek" not in names
     plan = db.execute("EXPLAIN QUERY PLAN SELECT value FROM feast_like WHERE entity_key = ?", (b"k",)).fetchall()
     assert "USING INDEX sqlite_autoindex_feast_like_1" in plan[0][3], "reads by entity key still use an index"
+
+
+def test_two_workers_flushing_at_once_log_each_parked_event_once(tmp_path, monkeypatch):
+    """The parked event-log rows belong to the host's state store, so every worker's flush
+    sees all of them; two flushing at the same moment wrote them twice (the two-worker
+    hand-over test caught it). Each append here waits for the other worker to arrive too."""
+    import threading
+
+    import streaming._pipeline as pipeline_module
+    from features import read_events
+
+    a, _, _ = _pipeline(tmp_path)
+    b = Pipeline(kinds_by_topic={"c": "context", "s": "consent", "f": "feedback"},
+                 state=StateStore(tmp_path / "state.db"), sink=FakeSink(), dead_letters=FakeDLQ(),
+                 matcher=LexiconMatcher(), data_dir=tmp_path, clock=lambda: NOW / 1000 + 1)
+    events = [pb.FeedbackEvent(event_id=f"fb{i}", event_time_ms=NOW - i, user_id="u1", type=pb.CLICK, item_id="cr1",
+                               consent=pb.Consent(context=True, measurement=True)) for i in range(6)]
+    a.process([Record("f", 0, i, m.SerializeToString()) for i, m in enumerate(events)])
+    both_inside = threading.Barrier(2)
+    real_append = pipeline_module.append_events
+
+    def append_when_both_flush(*args, **kwargs):
+        try:
+            both_inside.wait(timeout=1.0)     # without the host lock both workers get here
+        except threading.BrokenBarrierError:
+            pass
+        return real_append(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "append_events", append_when_both_flush)
+    threads = [threading.Thread(target=w.flush) for w in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    logged = read_events(tmp_path, "feedback")["event_id"].to_list()
+    assert sorted(logged) == sorted(m.event_id for m in events)
