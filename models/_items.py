@@ -26,7 +26,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from models._schema import DERIVED_COLUMNS, RAW_DENSE_COLUMNS, FeaturePipeline, EncodedBatch, dense_matrix, _num
+from models._schema import (
+    DERIVED_COLUMNS, RAW_DENSE_COLUMNS, EncodedBatch, FeaturePipeline, _hashable, _num, dense_matrix,
+)
 from models.errors import InvalidModelInput
 
 
@@ -43,10 +45,6 @@ class ItemBlock:
     """Features of item columns only → (offsets [n + 1], hashed ids, ids per row or -1)."""
     dense: dict[str, np.ndarray]
     """Item-side numeric columns (raw, ``price_z``, item-only derived) → float64 [n]."""
-
-
-def _hashable(v):
-    return tuple(v) if isinstance(v, list) else v
 
 
 def _factorize(values: Sequence) -> tuple[np.ndarray, list]:

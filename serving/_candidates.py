@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping, NamedTuple
+from typing import Mapping, NamedTuple, Sequence
 
 from serving._context import ContextIndex, RequestContext, words
 from serving._targeting import AdSpec, Match, match
@@ -110,24 +110,28 @@ def _named(products, skus) -> tuple:
     return tuple(out)
 
 
-def _item_columns(ads, products) -> tuple[dict[str, list], dict[str, int], dict[str, int]]:
-    """The ranker's item attributes of every creative and product (see ``Catalog.items``);
-    the same values ``CandidateRows`` gives a merged row."""
-    prods = list(products.values())
-    n_ads = len(ads)
-    items = {
-        "item_id": [a.creative_id for a in ads] + [p.sku for p in prods],
-        "item_kind": ["ad"] * n_ads + ["product"] * len(prods),
-        "advertiser_id": [a.advertiser_id for a in ads] + [p.advertiser_id or "" for p in prods],
-        "campaign_id": [a.campaign_id for a in ads] + [""] * len(prods),
-        "category": [a.category for a in ads] + [p.category for p in prods],
-        "brand": [a.brand for a in ads] + [p.brand for p in prods],
-        "price": [a.price for a in ads] + [p.price for p in prods],
-        "rating": [a.rating for a in ads] + [float(p.quality or 0.0) for p in prods],
+def item_attributes(specs: Sequence[AdSpec], products: Sequence) -> dict[str, list]:
+    """The ranker's item attributes of ``specs`` then ``products``, as columns: what a merged
+    ranker row carries for an ad (its product's) or a suggested product."""
+    n_ads = len(specs)
+    return {
+        "item_id": [a.creative_id for a in specs] + [p.sku for p in products],
+        "item_kind": ["ad"] * n_ads + ["product"] * len(products),
+        "advertiser_id": [a.advertiser_id for a in specs] + [p.advertiser_id or "" for p in products],
+        "campaign_id": [a.campaign_id for a in specs] + [""] * len(products),
+        "category": [a.category for a in specs] + [p.category for p in products],
+        "brand": [a.brand for a in specs] + [p.brand for p in products],
+        "price": [a.price for a in specs] + [p.price for p in products],
+        "rating": [a.rating for a in specs] + [float(p.quality or 0.0) for p in products],
     }
+
+
+def _item_columns(ads, products) -> tuple[dict[str, list], dict[str, int], dict[str, int]]:
+    """``Catalog.items`` (every creative, then every product) and each one's row."""
+    prods = list(products.values())
     ad_rows = {a.creative_id: i for i, a in enumerate(ads)}
-    product_rows = {p.sku: n_ads + j for j, p in enumerate(prods)}
-    return items, ad_rows, product_rows
+    product_rows = {p.sku: len(ads) + j for j, p in enumerate(prods)}
+    return item_attributes(ads, prods), ad_rows, product_rows
 
 
 def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:

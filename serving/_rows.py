@@ -16,6 +16,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from serving._candidates import item_attributes
+
 _NO_STATS: dict = {}
 
 
@@ -94,36 +96,31 @@ class CandidateRows(Sequence):
         columns (``models.Scorer.score_columns``); building them from the candidates directly
         skips the ~240 per-candidate dicts (~1 ms a request with a model registered)."""
         ads, products, context = self._ads, self._products, self.context
-        n_ads = len(ads)
-        n = n_ads + len(products)
+        n = len(ads) + len(products)
         cols: dict[str, list] = {}
-        features = self._features
-        if features is not None:       # statistics first: the attributes below override them, as in a merged row
-            def put(row: Mapping, i: int) -> None:
-                for k, v in row.items():
-                    column = cols.get(k)
-                    if column is None:
-                        column = cols[k] = [context.get(k)] * n
-                    column[i] = v
-
-            for i, cand in enumerate(ads):
-                put(features.item(cand.spec.creative_id), i)
-                put(features.campaign(cand.spec.campaign_id), i)
-            for j, cand in enumerate(products):
-                put(features.item(cand.product.sku), n_ads + j)
-        specs = [c.spec for c in ads]
-        prods = [c.product for c in products]
-        cols["item_id"] = [s.creative_id for s in specs] + [p.sku for p in prods]
-        cols["item_kind"] = ["ad"] * n_ads + ["product"] * len(prods)
-        cols["advertiser_id"] = [s.advertiser_id for s in specs] + [p.advertiser_id or "" for p in prods]
-        cols["campaign_id"] = [s.campaign_id for s in specs] + [""] * len(prods)
-        cols["category"] = [s.category for s in specs] + [p.category for p in prods]
-        cols["brand"] = [s.brand for s in specs] + [p.brand for p in prods]
-        cols["price"] = [s.price for s in specs] + [p.price for p in prods]
-        cols["rating"] = [s.rating for s in specs] + [float(p.quality or 0.0) for p in prods]
+        for i, row in self._statistics():     # first: the attributes below override them, as in a merged row
+            for k, v in row.items():
+                column = cols.get(k)
+                if column is None:
+                    column = cols[k] = [context.get(k)] * n
+                column[i] = v
+        cols.update(item_attributes([c.spec for c in ads], [c.product for c in products]))
         cols["relevance"] = [c.match.relevance for c in ads] + [c.relevance for c in products]
         cols["user_category_clicks_7d"] = [self._user_clicks(cat) for cat in cols["category"]]
         return cols
+
+    def _statistics(self) -> list[tuple[int, Mapping]]:
+        """(candidate position, statistics row) for every candidate with item or campaign
+        statistics: the item rows, then the campaign rows (a campaign value wins a shared key)."""
+        features = self._features
+        if features is None:
+            return []
+        item, campaign = features.item, features.campaign
+        specs = [c.spec for c in self._ads]
+        rows = [item(s.creative_id) for s in specs] + [item(c.product.sku) for c in self._products]
+        out = [(i, row) for i, row in enumerate(rows) if row]       # most candidates have none yet
+        out += [(i, row) for i, row in enumerate(campaign(s.campaign_id) for s in specs) if row]
+        return out
 
     def catalog_rows(self) -> tuple[Mapping[str, list], int, np.ndarray, dict[str, np.ndarray]] | None:
         """The candidates as rows of the catalog's item columns (``Catalog.items``), with the
@@ -141,26 +138,15 @@ class CandidateRows(Sequence):
             return None
         n = len(rows)
         extra: dict[str, np.ndarray] = {}
-        features = self._features
         items = catalog.items
-        if features is not None:
-            def put(row: Mapping, i: int) -> None:
-                for k, v in row.items():
-                    if k in items:         # the candidate's own attribute wins, as in a merged row
-                        continue
-                    column = extra.get(k)
-                    if column is None:
-                        column = extra[k] = np.full(n, _number(context.get(k)))
-                    column[i] = _number(v)
-
-            item, campaign = features.item, features.campaign
-            specs = [c.spec for c in ads]
-            stats = ([item(s.creative_id) for s in specs] + [item(c.product.sku) for c in products],
-                     [campaign(s.campaign_id) for s in specs])
-            for rows_of in stats:       # most candidates have no statistics row yet: skip them fast
-                for i, row in enumerate(rows_of):
-                    if row:
-                        put(row, i)
+        for i, row in self._statistics():
+            for k, v in row.items():
+                if k in items:         # the candidate's own attribute wins, as in a merged row
+                    continue
+                column = extra.get(k)
+                if column is None:
+                    column = extra[k] = np.full(n, _number(context.get(k)))
+                column[i] = _number(v)
         extra["relevance"] = np.array([float(c.match.relevance or 0.0) for c in ads]
                                       + [float(c.relevance or 0.0) for c in products], dtype=np.float64)
         if self._clicks:
