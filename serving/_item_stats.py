@@ -193,11 +193,15 @@ class ItemFeatures:
             address = self._own_hub.address
         self._conn = Client(address, family="AF_UNIX")
         self._stop.clear()
+        # read before the first write: a hub that already holds rows sends them all on
+        # connect, and reads this subscriber's ids only after that. With both sides writing
+        # more than a socket buffer and neither reading, start-up hung (53,000 item rows).
+        reader = threading.Thread(target=self._apply, name="serving-item-features", daemon=True)
+        reader.start()
         self._send_ids()
-        self._threads = [threading.Thread(target=self._apply, name="serving-item-features", daemon=True),
-                         threading.Thread(target=self._watch_ids, name="serving-item-ids", daemon=True)]
-        for t in self._threads:
-            t.start()
+        watcher = threading.Thread(target=self._watch_ids, name="serving-item-ids", daemon=True)
+        watcher.start()
+        self._threads = [reader, watcher]
         return self
 
     def _send_ids(self) -> None:

@@ -5,6 +5,7 @@ that joins late gets the rows already read, and a hub that goes away is reported
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -103,3 +104,42 @@ def test_a_subscriber_without_a_hub_starts_its_own_and_reports_when_it_is_gone(s
         assert own.item("own-a")["item_impressions_24h"] == 50, "the last statistics keep serving"
     finally:
         own.stop()
+
+
+def test_a_late_subscriber_with_many_ids_gets_a_hub_full_of_rows(serving_settings):
+    """Both the hub's rows and the subscriber's id list are larger than a socket buffer:
+    the subscriber must read while it sends (start-up of a second server process hung
+    when it did not)."""
+    import polars as pl
+
+    from features import TIMESTAMP_FIELD, open_store
+    from serving._item_stats import ItemFeatures, ItemStatsHub
+    from streaming._feast import FeastSink
+
+    n = 20_000
+    ids = [f"big-{i:06d}" for i in range(n)]
+    counts = list(range(1, n + 1))
+    frame = pl.DataFrame({"item_id": ids, TIMESTAMP_FIELD: [datetime.now(timezone.utc)] * n,
+                          "impressions_24h": counts, "clicks_24h": [c // 10 for c in counts]},
+                         schema_overrides={TIMESTAMP_FIELD: pl.Datetime("us", "UTC")})
+    for name in ("impressions_1h", "clicks_1h", "conversions_1h", "conversions_24h", "ctr_1h", "ctr_24h"):
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Float64 if name.startswith("ctr") else pl.Int64).alias(name))
+    FeastSink(open_store(serving_settings), serving_settings.feast_dir).write_online("item_stats", frame)
+    wanted = (ids, [])
+    with ItemStatsHub(serving_settings, refresh_s=60.0) as hub:
+        first = ItemFeatures(serving_settings, lambda: wanted, refresh_s=60.0, hub_address=hub.address).start()
+        try:
+            _until(lambda: first.refreshes >= 1, timeout_s=60.0, what="the first subscriber's rows")
+            late = ItemFeatures(serving_settings, lambda: wanted, refresh_s=60.0, hub_address=hub.address)
+            started = threading.Thread(target=late.start, daemon=True)
+            started.start()
+            started.join(30.0)
+            try:
+                assert not started.is_alive(), "the late subscriber hung while sending its ids"
+                _until(lambda: late.refreshes >= 1, timeout_s=30.0, what="the late subscriber's rows")
+                assert late.item(ids[-1])["item_impressions_24h"] == n
+                assert sum(1 for i in ids if late.item(i)) == n, "every row arrived"
+            finally:
+                late.stop()
+        finally:
+            first.stop()
