@@ -357,7 +357,7 @@ def _build(data_dir: Path, quick: bool, n_requests: int):
     store.bulk_load(advertisers=ron_adv, campaigns=ron, actor="bench")
     store.close()
     ctx = sample_contexts(world, n_requests * 2, seed=11, start_time=start)
-    blobs = []
+    blobs, personal_users = [], []
     for i in range(len(ctx)):
         if not ctx.consent_context[i]:
             continue
@@ -367,9 +367,11 @@ def _build(data_dir: Path, quick: bool, n_requests: int):
                                        measurement=bool(ctx.consent_measurement[i])),
             context=context_proto(world, ctx, i), surfaces=serving_pb2.Surfaces(ad_slots=3, suggestions=10))
         blobs.append(request.SerializeToString())
+        if request.consent.personalization:
+            personal_users.append(request.user_id)
         if len(blobs) >= n_requests:
             break
-    return settings, counts, blobs
+    return settings, counts, blobs, world, sorted(set(personal_users))
 
 
 def _free_port() -> int:
@@ -414,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     data_dir = tmp / "data"
     progress("building the simulated world and loading the campaign store ...")
-    settings, counts, blobs = _build(data_dir, quick, 1_000 if quick else 5_000)
+    settings, counts, blobs, world, personal_users = _build(data_dir, quick, 1_000 if quick else 5_000)
     if args.ranker != "fallback":
         from models import Registry, train_and_register
         from models.testing import synthetic_impressions
@@ -444,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = broker.start()
         ensure_topics(bootstrap, project_topics(settings))
         apply_repo(settings)
+        from bench._world_features import write_world_features
+
+        progress(f"writing online features: {len(personal_users):,} users of the mix, every item and campaign ...")
+        counts["online_rows"] = write_world_features(settings, world, personal_users)
+    del world
     repeats, window_s = (2, 4.0) if quick else (5, 10.0)
     steps, step_s = ([300] if quick else [150, 200, 250, 300, 400, 500, 650, 800]), (5.0 if quick else 10.0)
     locust_repeats = 1 if quick else 3
