@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Mapping, NamedTuple, Sequence
 
+import numpy as np
+
 from serving._context import ContextIndex, RequestContext, words
 from serving._targeting import AdSpec, Match, match
 
@@ -22,6 +24,8 @@ class ProductCandidate(NamedTuple):
     product: object          # campaigns.Product
     relevance: float
     explanation: str
+    row: int = -1
+    """The product's row in ``Catalog.items`` (-1: a candidate built without a catalog)."""
 
 
 class AdCandidate(NamedTuple):
@@ -29,6 +33,8 @@ class AdCandidate(NamedTuple):
 
     spec: AdSpec
     match: Match
+    row: int = -1
+    """The ad's row in ``Catalog.items`` (its position in ``Catalog.ads``; -1: built without a catalog)."""
 
 
 @dataclass
@@ -47,11 +53,13 @@ class Catalog:
     budgets: Mapping[str, float | None]
     """Campaign id → today's budget (``None``: no daily figure, not paced)."""
     product_heads: Mapping[str, tuple] | None = None
-    """Leaf → ``(product, sku, price, quality term)`` per product of ``products_by_category`` (same order):
-    the request path scores ~200 of them without attribute lookups."""
+    """Leaf → ``(product, sku, price, quality term, row in items, title and brand words)`` per product of
+    ``products_by_category`` (same order): the request path scores ~200 of them without attribute or
+    dict lookups (each one a likely cache miss among 53k products)."""
     named_products: Mapping[str, tuple] | None = None
     """``word_index`` with the products resolved: word → ``(product, sku, category, price, quality term
-    or None)`` of its in-stock products (a request checks ~100 of them; attribute lookups add up)."""
+    or None, row in items, title and brand words)`` of its in-stock products (a request checks ~100 of
+    them; attribute lookups add up)."""
     items: Mapping[str, list] | None = None
     """Every servable creative then every product as columns of the ranker's item attributes
     (``item_id``, ``item_kind``, ``advertiser_id``, ``campaign_id``, ``category``, ``brand``,
@@ -61,6 +69,13 @@ class Catalog:
     """Creative id → its row in ``items``."""
     product_rows: Mapping[str, int] | None = None
     """Sku → its row in ``items``."""
+    stats: object | None = None
+    """``StatsColumns`` of the items' statistics, kept current by ``ItemFeatures`` (None: read
+    the statistics per candidate)."""
+    category_codes: np.ndarray | None = None
+    """Per row of ``items``: the index of its category in ``categories``."""
+    categories: Mapping[str, int] | None = None
+    """Category → code in ``category_codes``."""
 
     @property
     def item_ids(self) -> list[str]:
@@ -97,16 +112,27 @@ def _ad_specs(snapshot, index: ContextIndex, day) -> list[AdSpec]:
     return specs
 
 
-def _heads(products) -> tuple:
-    return tuple((p, p.sku, p.price, 0.3 * (p.quality - 0.5) if p.quality is not None else 0.0) for p in products)
+def _product_words(p) -> frozenset[str]:
+    return frozenset(words(f"{p.title} {p.brand}", limit=20))
 
 
-def _named(products, skus) -> tuple:
+def _heads(products, rows: Mapping[str, int], pwords: Mapping[str, frozenset]) -> tuple:
+    """``Catalog.product_heads`` rows of one leaf's products (row -1: not in ``Catalog.items``)."""
+    empty: frozenset = frozenset()
+    return tuple((p, p.sku, p.price, 0.3 * (p.quality - 0.5) if p.quality is not None else 0.0, rows.get(p.sku, -1),
+                  pwords.get(p.sku, empty))
+                 for p in products)
+
+
+def _named(products, skus, rows: Mapping[str, int], pwords: Mapping[str, frozenset]) -> tuple:
+    """``Catalog.named_products`` rows of one word's skus."""
+    empty: frozenset = frozenset()
     out = []
     for sku in skus:
         p = products[sku]
         if p.availability != "out_of_stock":
-            out.append((p, sku, p.category, p.price, 0.3 * (p.quality - 0.5) if p.quality is not None else None))
+            out.append((p, sku, p.category, p.price, 0.3 * (p.quality - 0.5) if p.quality is not None else None,
+                        rows.get(sku, -1), pwords.get(sku, empty)))
     return tuple(out)
 
 
@@ -150,7 +176,7 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
     # best-rated first, so a request reads only the head of each leaf
     by_cat = {k: tuple(sorted(v, key=lambda p: (-(p.quality or 0.5), p.sku)))
               for k, v in snapshot.products_by_category.items() if not index.is_sensitive(k)}
-    product_words = {sku: frozenset(words(f"{p.title} {p.brand}", limit=20)) for sku, p in snapshot.products.items()}
+    product_words = {sku: _product_words(p) for sku, p in snapshot.products.items()}
     word_index: dict[str, list[str]] = {}
     for sku, ws in product_words.items():
         for w in ws:
@@ -165,13 +191,15 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
     products = snapshot.products
     kept_words = {w: tuple(skus) for w, skus in word_index.items() if len(skus) <= 300}
     items, ad_rows, product_rows = _item_columns(ads, products)
+    categories: dict[str, int] = {}
+    codes = np.array([categories.setdefault(c, len(categories)) for c in items["category"]], dtype=np.int64)
     return Catalog(
-        items=items, ad_rows=ad_rows, product_rows=product_rows,
-        named_products={w: _named(products, skus) for w, skus in kept_words.items()},
+        items=items, ad_rows=ad_rows, product_rows=product_rows, category_codes=codes, categories=categories,
+        named_products={w: _named(products, skus, product_rows, product_words) for w, skus in kept_words.items()},
         budgets={a.campaign_id: a.daily_budget for a in ads},
         ads_by_category={k: tuple(v) for k, v in ads_by_cat.items()},
         version=snapshot.version, ads=tuple(ads), products=snapshot.products, products_by_category=by_cat,
-        product_heads={k: _heads(v) for k, v in by_cat.items()},
+        product_heads={k: _heads(v, product_rows, product_words) for k, v in by_cat.items()},
         product_words=product_words,
         word_index=kept_words,
         scene_categories=scene_cats, top_leaves={k: tuple(v) for k, v in top_leaves.items()},
@@ -193,7 +221,7 @@ def ad_candidates(catalog: Catalog, ctx: RequestContext, now: datetime, index: C
         spec = catalog.ads[i]
         m = match(spec, ctx, now, index)
         if m.ok:
-            out.append(AdCandidate(spec, m))
+            out.append(AdCandidate(spec, m, i))
         else:
             refused[m.reason] = refused.get(m.reason, 0) + 1
     if len(out) > limit:
@@ -249,54 +277,52 @@ def product_candidates(catalog: Catalog, ctx: RequestContext, index: ContextInde
             hit = whys[cat] = (min(weights[cat], 2.0), why)
         return hit
 
-    pwords = catalog.product_words
     cap = ctx.price_cap
-    empty: frozenset = frozenset()
-    scored: list[tuple] = []         # (-relevance, sku, product, explanation): sorts without a key function
+    scored: list[tuple] = []         # (-relevance, sku, product, explanation, row): sorts without a key function
     append = scored.append
     seen: set[str] = set()
     # products named by the user's words (brand, title) in the relevant leaves, wherever they rank
     named = catalog.named_products
     if named is None:            # a Catalog built by hand (tests)
-        named = {w: _named(catalog.products, skus) for w, skus in catalog.word_index.items()}
+        named = {w: _named(catalog.products, skus, {}, catalog.product_words) for w, skus in catalog.word_index.items()}
     # in the order the words were said, objects after: a set's order follows the process's
     # hash seed, and which named products make the cut must not differ between processes
     for w in dict.fromkeys((*ctx.intent_words, *ctx.objects)):
         if len(scored) >= limit:
             break
-        for p, sku, cat, price, qterm in named.get(w, ()):
+        for p, sku, cat, price, qterm, row, pwords in named.get(w, ()):
             if sku not in seen and cat in weights:
                 seen.add(sku)
                 base, why = why_of(cat)
-                relevance = base + 0.5 * len(said & pwords.get(sku, empty))
+                relevance = base + 0.5 * len(said & pwords)
                 if cap is not None and price > cap:
                     relevance -= 1.0
                 if qterm is not None:
                     relevance += qterm
-                append((-relevance, sku, p, why))
+                append((-relevance, sku, p, why, row))
                 if len(scored) >= limit:
                     break
     # then the head (best rated) of each leaf, strongest leaves first, each leaf a quota by weight
     total = sum(w for _, w in order) or 1.0
     heads = catalog.product_heads
     if heads is None:   # a Catalog built by hand (tests): derive the rows of the leaves needed
-        heads = {c: _heads(catalog.products_by_category.get(c, ())) for c, _ in order}
+        heads = {c: _heads(catalog.products_by_category.get(c, ()), {}, catalog.product_words) for c, _ in order}
     for cat, weight in order:
         quota = max(20, round(limit * weight / total))
         rows = heads.get(cat, ())[:quota]
         if rows:
             base, why = why_of(cat)
-            for p, sku, price, qterm in rows:
+            for p, sku, price, qterm, row, pwords in rows:
                 if sku in seen:
                     continue
                 seen.add(sku)
                 relevance = base + qterm
-                if said:
-                    relevance += 0.5 * len(said & pwords.get(sku, empty))
+                if said and not said.isdisjoint(pwords):
+                    relevance += 0.5 * len(said & pwords)
                 if cap is not None and price > cap:
                     relevance -= 1.0
-                append((-relevance, sku, p, why))
+                append((-relevance, sku, p, why, row))
         if len(scored) >= limit:
             break
     scored.sort()
-    return [ProductCandidate(p, -neg, why) for neg, _, p, why in scored[:limit]]
+    return [ProductCandidate(p, -neg, why, row) for neg, _, p, why, row in scored[:limit]]

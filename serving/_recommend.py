@@ -20,7 +20,9 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
 
 from proto import events_pb2, serving_pb2, serving_pb2_grpc
 from serving._auction import AuctionParams, Bidder, run_auction
@@ -167,6 +169,10 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
 
     def _build_catalog(self, snap) -> None:
         catalog = build_catalog(snap, self._index, datetime.now(timezone.utc).date())
+        columns = getattr(self._item_features, "columns", None)
+        if columns is not None and catalog.items is not None:
+            catalog.stats = columns(len(catalog.items["item_id"]), {**catalog.product_rows, **catalog.ad_rows},
+                                    [a.campaign_id for a in catalog.ads])
         self.prepare_rankers(catalog)
         self._catalog, self._catalog_snap = catalog, snap
         self.counters.add("catalog_builds")
@@ -405,10 +411,9 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
                 log.warning("frequency store missed %d impressions: %s", len(capped_served), exc)
 
         n_sugg = request.surfaces.suggestions
-        order = sorted([(-score, cand.product.sku, i) for i, (cand, score) in enumerate(zip(products, product_scores))])
         per_brand: Counter = Counter()
-        for neg, _, i in order:
-            cand, score = products[i], -neg
+        for i in best_first(products, product_scores, n_sugg):
+            cand, score = products[i], product_scores[i]
             if len(reply.suggestions) >= n_sugg:
                 break
             p = cand.product
@@ -512,6 +517,25 @@ def _item_event(head, imp: Impression, token: str, kind: int, spend: float, *, c
 def _check_deadline(deadline: float | None, stage: str) -> None:
     if deadline is not None and time.monotonic() > deadline:
         raise DeadlineExceeded(f"the caller's deadline passed during {stage}; allow at least 50 ms for Recommend")
+
+
+def best_first(products: Sequence, scores: Sequence[float], want: int) -> Iterator[int]:
+    """Positions of ``products`` (``ProductCandidate``s) by descending score, ties by sku.
+
+    The reply reads the first ``want`` or a few more (at most two per brand), so only the
+    ~4 × ``want`` best are sorted (every tie at the cut included), the rest only if the
+    reader gets that far: sorting all ~200 as (score, sku) tuples was ~7 % of a request."""
+    n = len(scores)
+    k = max(4 * want, 20)
+    values = np.asarray(scores, dtype=np.float64)
+    if n <= k or np.isnan(values).any():
+        head, rest = range(n), ()
+    else:
+        cut = np.partition(values, n - k)[n - k]                    # the k-th largest score
+        above = values >= cut
+        head, rest = np.flatnonzero(above).tolist(), np.flatnonzero(~above).tolist()
+    for part in (head, rest):
+        yield from (i for _, _, i in sorted((-scores[i], products[i].product.sku, i) for i in part))
 
 
 def _affinity(user: dict) -> dict[str, float]:

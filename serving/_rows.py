@@ -8,6 +8,10 @@ merged dicts of ~25 keys costs ~1 ms per request, more than everything the fallb
 ranker does, so the dicts are built on first access only and ``signals()`` hands the
 fallback its four columns directly. ``context`` / ``candidates()`` let a ranker that can
 encode the request-level features once (``models.Scorer.score_columns``) do so.
+
+When the catalog carries its statistics as columns (``Catalog.stats``) and every
+candidate its catalog row, ``signals()`` and ``catalog_rows()`` read the statistics as
+numpy gathers instead of a dict per candidate (``serving._stats_columns`` says why).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class CandidateRows(Sequence):
         self._clicks = clicks_by_category
         self._catalog = catalog
         self._candidates: list[dict] | None = None
+        self._index: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self._ads) + len(self._products)
@@ -131,40 +136,82 @@ class CandidateRows(Sequence):
         if catalog is None or catalog.items is None:
             return None
         ads, products, context = self._ads, self._products, self.context
-        try:
-            ad_rows, product_rows = catalog.ad_rows, catalog.product_rows
-            rows = [ad_rows[c.spec.creative_id] for c in ads] + [product_rows[c.product.sku] for c in products]
-        except KeyError:
+        index = self.catalog_index()
+        if index is None:
             return None
-        n = len(rows)
+        n = len(index)
         extra: dict[str, np.ndarray] = {}
         items = catalog.items
-        for i, row in self._statistics():
-            for k, v in row.items():
-                if k in items:         # the candidate's own attribute wins, as in a merged row
+        stats = catalog.stats
+        if stats is not None:
+            for k, column in stats.values.items():
+                if k in items:
                     continue
-                column = extra.get(k)
-                if column is None:
-                    column = extra[k] = np.full(n, _number(context.get(k)))
-                column[i] = _number(v)
+                values = column[index]
+                absent = np.isnan(values)
+                if not absent.all():
+                    values[absent] = _number(context.get(k))
+                    extra[k] = values
+        else:
+            for i, row in self._statistics():
+                for k, v in row.items():
+                    if k in items:         # the candidate's own attribute wins, as in a merged row
+                        continue
+                    column = extra.get(k)
+                    if column is None:
+                        column = extra[k] = np.full(n, _number(context.get(k)))
+                    column[i] = _number(v)
         extra["relevance"] = np.array([float(c.match.relevance or 0.0) for c in ads]
                                       + [float(c.relevance or 0.0) for c in products], dtype=np.float64)
-        if self._clicks:
-            clicks = self._clicks
-            extra["user_category_clicks_7d"] = np.array(
-                [clicks.get(c.spec.category, 0) for c in ads] + [clicks.get(c.product.category, 0) for c in products],
-                dtype=np.float64)
-        else:
-            extra["user_category_clicks_7d"] = np.zeros(n)
-        return items, len(items["item_id"]), np.asarray(rows, dtype=np.int64), extra
+        extra["user_category_clicks_7d"] = self._category_clicks(index)
+        return items, len(items["item_id"]), index, extra
+
+    def catalog_index(self) -> np.ndarray | None:
+        """Every candidate's row in ``Catalog.items`` (None: no catalog, or a candidate not in it)."""
+        if self._index is None:
+            catalog = self._catalog
+            if catalog is None or catalog.items is None:
+                return None
+            ads, products = self._ads, self._products
+            rows = [c.row for c in ads] + [c.row for c in products]
+            if rows and min(rows) < 0:       # candidates built without their rows (tests, tools)
+                try:
+                    ad_rows, product_rows = catalog.ad_rows, catalog.product_rows
+                    rows = [ad_rows[c.spec.creative_id] for c in ads] + [product_rows[c.product.sku] for c in products]
+                except KeyError:
+                    return None
+            self._index = np.asarray(rows, dtype=np.int64)
+        return self._index
+
+    def _category_clicks(self, index: np.ndarray) -> np.ndarray:
+        """The user's 7-day clicks on each candidate's category (0 without affinities)."""
+        clicks, catalog = self._clicks, self._catalog
+        if not clicks:
+            return np.zeros(len(index))
+        codes = catalog.categories if catalog is not None else None
+        if codes is None or catalog.category_codes is None:
+            return np.array([clicks.get(c.spec.category, 0) for c in self._ads]
+                            + [clicks.get(c.product.category, 0) for c in self._products], dtype=np.float64)
+        by_code = np.zeros(len(codes) + 1)
+        for cat, n in clicks.items():
+            code = codes.get(cat)
+            if code is not None:
+                by_code[code] = n
+        return by_code[catalog.category_codes[index]]
 
     def signals(self) -> tuple[list[float], list[float], list[float], list[bool]]:
         """Per candidate: relevance, item impressions (24 h), item clicks (24 h), whether the
         user clicked the candidate's category in 7 days — what the fallback ranker reads,
         equal to ``row.get(...)`` of the full rows, without building them."""
         features = self._features
-        ids = [c.spec.creative_id for c in self._ads] + [c.product.sku for c in self._products]
         relevance = [float(c.match.relevance or 0.0) for c in self._ads] + [float(c.relevance or 0.0) for c in self._products]
+        columns = self._catalog.stats if self._catalog is not None else None
+        index = self.catalog_index() if columns is not None else None
+        if index is not None:
+            engaged = self._category_clicks(index) > 0
+            return (relevance, columns.get("item_impressions_24h", index), columns.get("item_clicks_24h", index),
+                    engaged)
+        ids = [c.spec.creative_id for c in self._ads] + [c.product.sku for c in self._products]
         stats = [features.item(i) for i in ids] if features is not None else [_NO_STATS] * len(ids)
         shows = [float(s.get("item_impressions_24h") or 0.0) if s else 0.0 for s in stats]
         clicked = [float(s.get("item_clicks_24h") or 0.0) if s else 0.0 for s in stats]

@@ -49,3 +49,37 @@ def test_named_products_do_not_depend_on_the_hash_seed():
     assert all(c == choices[0] for c in choices[1:]), choices
     # more products are named than fit: the first word said ("red") is served first
     assert all("red" in title.split() for _, title in choices[0]), choices[0]
+
+
+def test_best_first_orders_as_a_full_sort_by_score_then_sku():
+    import random
+
+    from campaigns import Product
+    from serving._candidates import ProductCandidate
+    from serving._recommend import best_first
+
+    rng = random.Random(3)
+    for n, want in ((5, 10), (200, 10), (200, 1), (60, 3)):
+        products = [ProductCandidate(Product(sku=f"s{rng.randrange(10 ** 6):07d}", title="t", brand="b", category="c",
+                                             price=1.0, landing_url="https://x.example"), 0.0, "") for _ in range(n)]
+        scores = [round(rng.random(), 1) for _ in range(n)]            # many ties, also at the cut
+        want_order = [i for _, _, i in sorted((-s, p.product.sku, i) for i, (p, s) in enumerate(zip(products, scores)))]
+        assert list(best_first(products, scores, want)) == want_order, (n, want)
+    scores[0] = float("nan")
+    assert sorted(best_first(products, scores, 3)) == list(range(len(scores))), "NaN: every position, once"
+
+
+def test_candidates_carry_their_catalog_rows():
+    """Statistics and model inputs are gathered by the candidates' rows: a wrong row reads
+    another item's numbers without any error."""
+    namespace: dict = {}
+    exec(_SCRIPT.rsplit("print(", 1)[0], namespace)          # the catalog and context built above
+    catalog, ctx, index = namespace["catalog"], namespace["ctx"], namespace["index"]
+    from serving._candidates import product_candidates
+
+    found = product_candidates(catalog, ctx, index, limit=40)
+    assert len(found) == 40
+    assert all(c.row == catalog.product_rows[c.product.sku] for c in found)
+    assert all(catalog.items["item_id"][c.row] == c.product.sku for c in found)
+    codes = catalog.category_codes[[c.row for c in found]]
+    assert all(catalog.categories[c.product.category] == code for c, code in zip(found, codes))

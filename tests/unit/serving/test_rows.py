@@ -107,3 +107,59 @@ def test_a_model_scores_catalog_rows_as_it_scores_the_merged_rows(tmp_path):
     expected = ranker._scorer.score(list(rows))[0]
     np.testing.assert_allclose(ranker.score(rows), expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(ranker.score(_rows(features)), expected, rtol=1e-5, atol=1e-7)
+
+
+def _with_columns(rows: CandidateRows, features: _Stats, with_rows: bool) -> CandidateRows:
+    """The same candidates over a catalog that carries its statistics as columns."""
+    from serving._stats_columns import StatsColumns
+
+    catalog = rows._catalog
+    ad_campaigns = [""] + [a.spec.campaign_id for a in reversed(rows._ads)]     # row 0: the spare ad
+    stats = StatsColumns(len(catalog.items["item_id"]), {**catalog.product_rows, **catalog.ad_rows}, ad_campaigns)
+    stats.fill("item", features._items.items())
+    stats.fill("campaign", features._campaigns.items())
+    cats: dict[str, int] = {}
+    codes = np.array([cats.setdefault(c, len(cats)) for c in catalog.items["category"]])
+    fast = Catalog(**{**catalog.__dict__, "stats": stats, "category_codes": codes, "categories": cats})
+    ads, products = rows._ads, rows._products
+    if with_rows:
+        ads = [a._replace(row=fast.ad_rows[a.spec.creative_id]) for a in ads]
+        products = [p._replace(row=fast.product_rows[p.product.sku]) for p in products]
+    return CandidateRows(rows.context, ads, products, features, rows._clicks, fast)
+
+
+def test_statistics_as_columns_read_what_the_rows_read():
+    features = _Stats(items={"cr0": {"item_ctr_24h": 0.1, "item_impressions_24h": 50, "item_clicks_24h": 4},
+                             "p2": {"item_ctr_24h": 0.3, "item_clicks_24h": 1}, "p0": {"item_impressions_24h": 7}},
+                      campaigns={"c1": {"campaign_spend_24h": 4.5}, "c0": {"campaign_impressions_24h": 40}})
+    slow = _rows(features, with_catalog=True)
+    for with_rows in (True, False):
+        fast = _with_columns(slow, features, with_rows)
+        assert fast._catalog.stats is not None
+        items, n, index, extra = fast.catalog_rows()
+        _, _, want_index, want = slow.catalog_rows()
+        np.testing.assert_array_equal(index, want_index)
+        assert set(extra) == set(want)
+        for key in want:
+            np.testing.assert_array_equal(extra[key], want[key], err_msg=key)
+        for got, expected in zip(fast.signals(), slow.signals()):
+            np.testing.assert_array_equal(np.asarray(got, dtype=float), np.asarray(expected, dtype=float))
+    assert fast.signals()[1][0] == 50 and fast.signals()[3][0], "the user clicked sports/yoga"
+
+
+def test_stats_columns_follow_changes_and_removals():
+    from serving._stats_columns import StatsColumns
+
+    stats = StatsColumns(5, {"a": 0, "b": 1, "p": 4}, ["c1", "c2", "c1"])
+    stats.set("item", "a", {"item_ctr_24h": 0.5, "item_impressions_24h": 10})
+    stats.set("item", "nobody", {"item_ctr_24h": 0.9})                       # not in this catalog
+    stats.set("campaign", "c1", {"campaign_spend_24h": 2.0, "campaign_note": "text"})
+    rows = np.array([0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(stats.get("item_ctr_24h", rows), [0.5, 0, 0, 0, 0])
+    np.testing.assert_array_equal(stats.get("campaign_spend_24h", rows), [2.0, 0, 2.0, 0, 0], "every ad of c1")
+    assert "campaign_note" not in stats.values, "statistics are numbers; text stays on the dict path"
+    stats.set("item", "a", {"item_impressions_24h": 12})                     # ctr now null
+    assert np.isnan(stats.values["item_ctr_24h"][0]) and stats.values["item_impressions_24h"][0] == 12
+    stats.set("campaign", "c1", None)                                        # row gone
+    assert np.isnan(stats.values["campaign_spend_24h"]).all()
+    np.testing.assert_array_equal(stats.get("missing_key", rows), np.zeros(5))
