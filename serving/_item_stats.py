@@ -13,7 +13,7 @@ The refresher (``ItemStatsHub``) listens on a Unix socket. A subscriber
 hub holds, and from then on only the rows that changed (in slices, so applying them
 never holds the subscriber's GIL for long). The hub reads the union of its subscribers'
 ids every ``refresh_s``, stretched to 10× the read time so it never takes more than ~10 %
-of a core, at nice +10. It exits when its owner closes its lifeline (stdin). On the SQLite
+of a core, at nice +10 after its first read (start-up at normal priority: niced, it was starved by the servers starting beside it). It exits when its owner closes its lifeline (stdin). On the SQLite
 online store most of those reads fetch only the rows written since the previous one
 (``ItemStatsReader.changes``): re-reading and re-decoding every row to find the few that
 changed cost ~0.5 ms of CPU per served request at 300 requests/s.
@@ -70,6 +70,10 @@ class ItemStatsReader:
         self._tables: dict[str, _SqliteChanges | None] = {}
         self._sqlite = None
         self._failures = 0
+
+    def prepare(self, kind: str) -> None:
+        """Open what the incremental read of ``kind`` needs now rather than on the first read."""
+        self._table(kind)
 
     def changes(self, kind: str, ids: Sequence[str]) -> "StatsRead":
         """The rows of ``ids`` that may have changed since the previous call: all of them
@@ -582,11 +586,19 @@ class _Hub:
         self.ids = ids
         return True
 
+    def open(self) -> None:
+        """Open the reader (Feast and the incremental tables) if it is not open: not timed, so
+        the set-up never stretches the interval between reads."""
+        if self._reader is None:
+            reader = self._open_reader()
+            for kind in ("item", "campaign"):
+                reader.prepare(kind)
+            self._reader = reader
+
     def refresh(self) -> None:
         """Read the wanted rows that may have changed (``ItemStatsReader.changes``) and send
         each subscriber what did."""
-        if self._reader is None:
-            self._reader = self._open_reader()      # not timed: opening (importing) Feast is not reading
+        self.open()
         elapsed = 0.0
         changes: list[tuple[str, list]] = []
         try:
@@ -646,7 +658,6 @@ def _hub_main() -> None:
     from multiprocessing.connection import Listener, wait
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)          # the owner decides when to stop
-    os.nice(_NICE)
     stdin = sys.stdin.buffer
     size = int.from_bytes(stdin.read(8), "big")
     settings, refresh_s, slice_rows, address = pickle.loads(stdin.read(size))
@@ -676,7 +687,12 @@ def _hub_main() -> None:
         return ItemStatsReader(open_store(settings))
 
     hub = _Hub(open_reader, slice_rows)
+    try:   # open Feast now, while the servers start (importing it takes ~8 s here, far more under load)
+        hub.open()
+    except Exception as exc:  # noqa: BLE001 - the first refresh retries and reports it to the subscribers
+        log.warning("item-statistics refresher could not open the feature store yet: %s", exc)
     lifeline = stdin.fileno()
+    niced = False
     due = time.monotonic()
     while True:
         timeout = max(0.0, due - time.monotonic()) if any(hub.ids) else None
@@ -704,6 +720,9 @@ def _hub_main() -> None:
             continue
         try:
             hub.refresh()
+            if not niced:   # start-up (importing Feast, the first full read) at normal priority: niced
+                os.nice(_NICE)      # from the start, servers starting beside it starved it for minutes
+                niced = True
             due = time.monotonic() + max(refresh_s, 10 * hub.last_refresh_s)   # never more than ~10 % of a core
         except Exception as exc:  # noqa: BLE001 - report, keep the last values, retry
             hub.fail(f"{type(exc).__name__}: {exc}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import sqlite3
+import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -76,6 +77,9 @@ def test_two_subscribers_share_one_hub_and_see_changes(serving_settings):
         try:
             _until(lambda: first.refreshes >= 1, what="the first subscriber's first rows")
             assert first.shared
+            mine = os.getpriority(os.PRIO_PROCESS, 0)
+            _until(lambda: os.getpriority(os.PRIO_PROCESS, hub.pid) == min(mine + 10, 19),
+                   what="the refresher to lower its priority after its first read")
             assert first.item("hub-a")["item_impressions_24h"] == 100
             assert first.campaign("hub-c")["campaign_impressions_24h"] == 30
             assert first.item("hub-missing") == {}

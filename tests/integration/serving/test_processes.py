@@ -72,7 +72,7 @@ def test_two_processes_share_the_port_and_the_frequency_caps(kafka_settings, ser
     total = sum_stats(stats)
     assert total["requests"] == CONNECTIONS and total["caps_store"] == "sqlite"
     assert total["events"]["sent"] > 0 and total["events"]["failed"] == 0, "each process flushed its event log"
-    assert all(st["item_stats"]["shared"] and st["item_stats"]["refreshes"] >= 1 for st in stats), stats
+    assert all(st["item_stats"]["shared"] and st["item_stats"]["refreshes"] >= 1 for st in stats), [st.get("item_stats") for st in stats]
 
 
 def _children_running(pid: int, needle: str) -> list[int]:
