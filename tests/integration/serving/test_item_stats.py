@@ -48,7 +48,7 @@ def _until(check, timeout_s: float = 30.0, what: str = "") -> None:
 
 def test_the_direct_read_equals_get_online_features(serving_settings):
     from features import VIEWS_BY_NAME, open_store
-    from serving._item_stats import ItemStatsReader
+    from serving._stats_reader import ItemStatsReader
 
     _write(serving_settings, "item_stats", {"st-a": 100, "st-b": 250})
     _write(serving_settings, "campaign_stats", {"st-c1": 40})
@@ -186,7 +186,7 @@ def _types(rows: dict[str, dict]) -> dict:
 
 def test_an_incremental_read_returns_the_rows_written_since_as_a_full_read_would(serving_settings):
     from features import open_store
-    from serving._item_stats import ItemStatsReader
+    from serving._stats_reader import ItemStatsReader
 
     old = datetime.now(timezone.utc) - timedelta(minutes=2)
     _write(serving_settings, "item_stats", {"inc-a": 100, "inc-b": 200}, ts=old)
@@ -211,7 +211,7 @@ def test_an_incremental_read_returns_the_rows_written_since_as_a_full_read_would
 
 def test_an_incremental_read_ignores_ids_nobody_wants(serving_settings):
     from features import open_store
-    from serving._item_stats import ItemStatsReader
+    from serving._stats_reader import ItemStatsReader
 
     _write(serving_settings, "item_stats", {"want-a": 10})
     reader = ItemStatsReader(open_store(serving_settings), full_every=100)
@@ -268,8 +268,8 @@ def test_a_full_read_every_n_reads_propagates_deletions(serving_settings):
 
 def test_a_failing_incremental_read_falls_back_to_a_full_read(serving_settings, monkeypatch):
     from features import open_store
-    from serving import _item_stats
-    from serving._item_stats import ItemStatsReader
+    from serving import _stats_reader
+    from serving._stats_reader import ItemStatsReader
 
     _write(serving_settings, "item_stats", {"fail-a": 10, "fail-b": 20})
     reader = ItemStatsReader(open_store(serving_settings), full_every=100)
@@ -279,7 +279,7 @@ def test_a_failing_incremental_read_falls_back_to_a_full_read(serving_settings, 
     def broken(self):
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(_item_stats._SqliteChanges, "read", broken)
+    monkeypatch.setattr(_stats_reader._SqliteChanges, "read", broken)
     _write(serving_settings, "item_stats", {"fail-a": 11})
     read = reader.changes("item", ids)
     assert read.full, "the failure is answered with a full read"
@@ -296,7 +296,7 @@ def test_the_incremental_decode_equals_feasts_conversion():
     from feast.type_map import feast_value_type_to_python_type
     from feast.value_type import ValueType
 
-    from serving._item_stats import _value_decoder
+    from serving._stats_reader import _value_decoder
 
     cases = {
         "s": (ValueType.STRING, Value(string_val="x\u00e9")), "i": (ValueType.INT64, Value(int64_val=-7)),
