@@ -112,10 +112,6 @@ def _ad_specs(snapshot, index: ContextIndex, day) -> list[AdSpec]:
     return specs
 
 
-def _product_words(p) -> frozenset[str]:
-    return frozenset(words(f"{p.title} {p.brand}", limit=20))
-
-
 def _heads(products, rows: Mapping[str, int], pwords: Mapping[str, frozenset]) -> tuple:
     """``Catalog.product_heads`` rows of one leaf's products (row -1: not in ``Catalog.items``)."""
     empty: frozenset = frozenset()
@@ -176,7 +172,7 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
     # best-rated first, so a request reads only the head of each leaf
     by_cat = {k: tuple(sorted(v, key=lambda p: (-(p.quality or 0.5), p.sku)))
               for k, v in snapshot.products_by_category.items() if not index.is_sensitive(k)}
-    product_words = {sku: _product_words(p) for sku, p in snapshot.products.items()}
+    product_words = {sku: frozenset(words(f"{p.title} {p.brand}", limit=20)) for sku, p in snapshot.products.items()}
     word_index: dict[str, list[str]] = {}
     for sku, ws in product_words.items():
         for w in ws:

@@ -64,10 +64,6 @@ class StatsColumns:
         for entity, row in rows:
             self.set(kind, entity, row)
 
-    def gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """``key → values at rows`` for every key (NaN where absent)."""
-        return {key: column[rows] for key, column in self.values.items()}
-
     def get(self, key: str, rows: np.ndarray) -> np.ndarray:
         """One key's values at ``rows``, 0 where absent (what ``row.get(key) or 0`` reads)."""
         column = self.values.get(key)
