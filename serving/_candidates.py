@@ -15,7 +15,8 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from serving._context import ContextIndex, RequestContext, words
-from serving._targeting import AdSpec, Match, match
+from serving._ad_index import AdIndex
+from serving._targeting import AdSpec, Match
 
 
 class ProductCandidate(NamedTuple):
@@ -29,7 +30,8 @@ class ProductCandidate(NamedTuple):
 
 
 class AdCandidate(NamedTuple):
-    """An ad whose targeting matched, with the match (relevance, explanation)."""
+    """An ad whose targeting matched, with the match (its relevance; the explanation is asked
+    for the ads shown only, see ``ad_candidates``)."""
 
     spec: AdSpec
     match: Match
@@ -46,8 +48,6 @@ class Catalog:
     product_words: Mapping[str, frozenset[str]]
     scene_categories: Mapping[str, dict[str, float]]
     top_leaves: Mapping[str, tuple[str, ...]]
-    ads_by_category: Mapping[str, tuple[int, ...]]
-    """Positions in ``ads`` per targeted leaf or top; ``"*"`` holds ads without category targeting."""
     word_index: Mapping[str, tuple[str, ...]]
     """Title/brand word → skus (words shared by more than 300 products — generic ones — are left out)."""
     budgets: Mapping[str, float | None]
@@ -72,6 +72,8 @@ class Catalog:
     stats: object | None = None
     """``StatsColumns`` of the items' statistics, kept current by ``ItemFeatures`` (None: read
     the statistics per candidate)."""
+    ad_index: AdIndex | None = None
+    """``ads`` as targeting masks (built on first use when a catalog is made by hand)."""
     category_codes: np.ndarray | None = None
     """Per row of ``items``: the index of its category in ``categories``."""
     categories: Mapping[str, int] | None = None
@@ -180,10 +182,6 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
     top_leaves: dict[str, list[str]] = {}
     for cat in by_cat:
         top_leaves.setdefault(cat.split("/", 1)[0], []).append(cat)
-    ads_by_cat: dict[str, list[int]] = {}
-    for i, a in enumerate(ads):
-        for cat in a.categories or ("*",):
-            ads_by_cat.setdefault(cat, []).append(i)
     products = snapshot.products
     kept_words = {w: tuple(skus) for w, skus in word_index.items() if len(skus) <= 300}
     items, ad_rows, product_rows = _item_columns(ads, products)
@@ -193,7 +191,7 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
         items=items, ad_rows=ad_rows, product_rows=product_rows, category_codes=codes, categories=categories,
         named_products={w: _named(products, skus, product_rows, product_words) for w, skus in kept_words.items()},
         budgets={a.campaign_id: a.daily_budget for a in ads},
-        ads_by_category={k: tuple(v) for k, v in ads_by_cat.items()},
+        ad_index=AdIndex(ads),
         version=snapshot.version, ads=tuple(ads), products=snapshot.products, products_by_category=by_cat,
         product_heads={k: _heads(v, product_rows, product_words) for k, v in by_cat.items()},
         product_words=product_words,
@@ -204,26 +202,16 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
 
 def ad_candidates(catalog: Catalog, ctx: RequestContext, now: datetime, index: ContextIndex,
                   limit: int = 50) -> tuple[list[AdCandidate], dict[str, int]]:
-    """Ads whose targeting matches, best ``limit`` by relevance × bid; plus refusal counts by reason."""
-    out: list[AdCandidate] = []
-    refused: dict[str, int] = {}
-    # only ads that target none of the categories or one the context points at can match
-    by_cat = catalog.ads_by_category
-    positions = set(by_cat.get("*", ()))
-    for cat in ctx.categories:
-        positions.update(by_cat.get(cat, ()))
-        positions.update(by_cat.get(cat.split("/", 1)[0], ()))
-    for i in sorted(positions):
-        spec = catalog.ads[i]
-        m = match(spec, ctx, now, index)
-        if m.ok:
-            out.append(AdCandidate(spec, m, i))
-        else:
-            refused[m.reason] = refused.get(m.reason, 0) + 1
-    if len(out) > limit:
-        out.sort(key=lambda c: (-(0.5 + c.match.relevance) * c.spec.bid, c.spec.creative_id))
-        out = out[:limit]
-    return out, refused
+    """Ads whose targeting matches, best ``limit`` by relevance × bid; plus refusal counts by reason.
+
+    The candidates' ``match`` carries the relevance but no explanation: ``explain`` gives it
+    for the ads that are shown (``AdIndex``, serving._ad_index)."""
+    ads = catalog.ad_index
+    if ads is None:
+        ads = catalog.ad_index = AdIndex(catalog.ads)
+    selected, refused = ads.select(ctx, now, limit)
+    specs = catalog.ads
+    return [AdCandidate(specs[i], Match(True, "ok", relevance), i) for i, relevance in selected], refused
 
 
 def context_categories(catalog: Catalog, ctx: RequestContext, affinity: Mapping[str, float] = {}) -> dict[str, float]:

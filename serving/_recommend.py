@@ -25,6 +25,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from proto import events_pb2, serving_pb2, serving_pb2_grpc
+from serving._ad_index import explain
 from serving._auction import AuctionParams, Bidder, run_auction
 from serving._caps import FrequencyCounter, is_capped
 from serving._candidates import Catalog, ad_candidates, build_catalog, product_candidates
@@ -392,7 +393,8 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
                           advertiser_id=spec.advertiser_id, headline=spec.headline, body=spec.body,
                           image_url=spec.image_url, landing_url=spec.landing_url, call_to_action=spec.call_to_action,
                           score=w.ecpm, pctr=w.bidder.pctr, price_charged=w.price,
-                          explanation=a.match.explanation, impression_token=token, position=position,
+                          explanation=a.match.explanation or explain(spec, ctx, now, self._index),
+                          impression_token=token, position=position,
                           product_sku=spec.product_sku)
             if cpm:
                 self.pacing.served(spec.campaign_id, spec.daily_budget, now_s, charge=w.price)

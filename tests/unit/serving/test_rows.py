@@ -41,7 +41,7 @@ def _rows(features, with_catalog: bool = False) -> CandidateRows:
         items, ad_rows, product_rows = _item_columns([spare] + [a.spec for a in reversed(ads)],
                                                      {p.product.sku: p.product for p in products})
         catalog = Catalog(version=1, ads=(), products={}, products_by_category={}, product_words={},
-                          scene_categories={}, top_leaves={}, ads_by_category={}, word_index={}, budgets={},
+                          scene_categories={}, top_leaves={}, word_index={}, budgets={},
                           items=items, ad_rows=ad_rows, product_rows=product_rows)
     return CandidateRows(context, ads, products, features, {"sports/yoga": 3}, catalog)
 
