@@ -121,6 +121,7 @@ class LocalKafka:
         log4j.write_text(_LOG4J)
         return [
             "java", f"-Xmx{heap_mb}m", f"-Xms{min(heap_mb, 256)}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            *(["-XX:TieredStopAtLevel=1"] if self._settings.kafka.jit == "c1" else []),
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
             "-cp", f"{self.jars}/*", main_class, *args,
         ]

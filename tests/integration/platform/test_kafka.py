@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
@@ -101,8 +102,23 @@ def test_a_second_broker_on_a_taken_port_picks_a_free_one(tmp_path, kafka_bootst
     try:
         bootstrap = broker.start()
         assert bootstrap != f"127.0.0.1:{taken}"
+        # the default JIT is C1 only (KafkaSettings.jit): the running JVM got the flag
+        cmdline = Path(f"/proc/{broker.pid()}/cmdline").read_bytes().split(b"\0")
+        assert b"-XX:TieredStopAtLevel=1" in cmdline, cmdline
     finally:
         broker.stop()
+
+
+def test_the_tiered_jit_setting_leaves_the_jvm_default(tmp_path):
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    (jars / "kafka_2.13-4.0.0.jar").write_bytes(b"")
+    for jit, flagged in (("c1", True), ("tiered", False)):
+        settings = load_settings(env={"SIGHTLINE_KAFKA_JIT": jit}, data_dir=tmp_path, kafka={"jars_dir": str(jars)})
+        broker = LocalKafka(settings)
+        broker.home.mkdir(parents=True, exist_ok=True)
+        cmd = broker._java_cmd("kafka.Kafka", heap_mb=256)
+        assert ("-XX:TieredStopAtLevel=1" in cmd) is flagged, (jit, cmd)
 
 
 def test_a_cluster_id_that_starts_with_a_dash_formats_and_starts(tmp_path, monkeypatch):
