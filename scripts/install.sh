@@ -5,7 +5,8 @@
 #      under ~/.cache/sightline, so every clone on this machine reuses one 7 GB install;
 #   3. a per-clone .venv layered over it (it sees the shared packages plus this checkout);
 #   4. protobuf/gRPC code generated from proto/*.proto;
-#   5. the Apache Kafka jars, resolved by Maven into .kafka/lib.
+#   5. the Apache Kafka jars, resolved by Maven into .kafka/lib;
+#   6. the benchmark's Go load generator, .tools/sightline-loadgen (only when Go is installed).
 # A second run finds every stamp in place and does no network work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,5 +91,29 @@ if [ "$(cat .kafka/.stamp 2>/dev/null)" != "$STAMP" ]; then
   echo "$STAMP" > .kafka/.stamp
 else
   say "Kafka jars up to date ($(ls $KAFKA_LIB | wc -l) jars in $KAFKA_LIB)"
+fi
+
+# 6. the open-loop load generator of bench.serve (Go; nothing else needs it). Go keeps its module
+#    and build caches in their default places (~/go/pkg/mod, ~/.cache/go-build), so every clone
+#    on this machine reuses them; a rebuild only happens when the sources' stamp changes.
+LOADGEN=.tools/sightline-loadgen
+if command -v go >/dev/null; then
+  STAMP=$(sha256sum bench/loadgen/*.go bench/loadgen/go.mod bench/loadgen/go.sum | sha256sum | cut -c1-12)
+  if [ ! -x "$LOADGEN" ] || [ "$(cat .tools/.sightline-loadgen.stamp 2>/dev/null)" != "$STAMP" ]; then
+    say "building $LOADGEN with $(go version | awk '{print $3}') (the first build on a machine fetches google.golang.org/grpc)"
+    mkdir -p .tools
+    if (cd bench/loadgen && go build -trimpath -o "$ROOT/$LOADGEN" .); then
+      echo "$STAMP" > .tools/.sightline-loadgen.stamp
+    else
+      rm -f "$LOADGEN" .tools/.sightline-loadgen.stamp
+      printf '\033[31m[install] building %s failed (see above); python -m bench.serve needs it (or pass --client python)\033[0m\n' "$LOADGEN" >&2
+    fi
+  else
+    say "load generator up to date ($LOADGEN)"
+  fi
+else
+  say "note: Go is not installed, so $LOADGEN (bench.serve's open-loop client) is not built;" \
+      "nothing else needs it. To build it: install Go 1.26+ (https://go.dev/dl/, e.g." \
+      "tar -C /usr/local -xzf go1.26.*.linux-amd64.tar.gz and add /usr/local/go/bin to PATH), then run make install"
 fi
 say "done: run '.venv/bin/sightline --help'"
