@@ -25,6 +25,9 @@ _XGB_CATEGORICAL = ("category", "item_kind", "scene", "intent_category", "locati
 
 class Predictor(Protocol):
     kind: str
+    sparse_inputs: frozenset[str] | None
+    """The sparse features ``predict`` reads (None: all of them): serving's catalog path
+    encodes only these (``models._items.encode_items``)."""
 
     def predict(self, enc: EncodedBatch) -> np.ndarray: ...
 
@@ -60,6 +63,7 @@ def tabular(enc: EncodedBatch) -> tuple[np.ndarray, list[str], list[str]]:
 
 class XGBoostPredictor:
     kind = "xgboost"
+    sparse_inputs = frozenset(_XGB_CATEGORICAL)     # "category" also gives "category_top"
 
     def __init__(self, ctr, cvr) -> None:
         self.ctr, self.cvr = ctr, cvr
@@ -138,6 +142,7 @@ def _onehot(enc: EncodedBatch, sizes: dict[str, int]):
 
 class LogRegPredictor:
     kind = "logreg"
+    sparse_inputs = None
 
     def __init__(self, coef_ctr: np.ndarray, b_ctr: float, coef_cvr: np.ndarray, b_cvr: float, sizes: dict) -> None:
         self.coef_ctr, self.b_ctr, self.coef_cvr, self.b_cvr, self.sizes = coef_ctr, b_ctr, coef_cvr, b_cvr, sizes
@@ -191,6 +196,7 @@ class PopularityPredictor:
     """Smoothed per-item CTR/CVR from the training split (by hashed item id); prior otherwise."""
 
     kind = "popularity"
+    sparse_inputs = frozenset({"item"})
 
     def __init__(self, table: dict[int, tuple[float, float]], prior: tuple[float, float]) -> None:
         self.table, self.prior = table, prior
@@ -231,6 +237,7 @@ class TorchRecPredictor:
     """The unsharded TorchRec ranker (whole tables) loaded for single-process inference."""
 
     kind = "torchrec"
+    sparse_inputs = None
 
     def __init__(self, ranker, cfg, platt: list[list[float]] | None = None) -> None:
         self.ranker, self.cfg = ranker, cfg

@@ -130,7 +130,8 @@ class Scorer:
         _, block, crosses = self._block_entry(items, n_items)
         if not len(rows):
             return np.zeros(0, dtype=np.float32), (np.zeros(0, dtype=np.float32) if cvr else None)
-        enc = encode_items(self.pipeline, context, block, np.asarray(rows, dtype=np.int64), extra, crosses)
+        enc = encode_items(self.pipeline, context, block, np.asarray(rows, dtype=np.int64), extra, crosses,
+                           getattr(self.predictor, "sparse_inputs", None))
         if not cvr and hasattr(self.predictor, "predict_ctr"):
             return self.predictor.predict_ctr(enc), None
         out = self.predictor.predict(enc)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from functools import lru_cache
 from itertools import chain
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -91,6 +92,11 @@ def _user(user_id, consent) -> list[str]:
     return [str(user_id)] if user_id and bool(consent) else []
 
 
+def _top_key(category):
+    """What ``_objects_x_category`` and ``_intent_x_category`` read of a category: its top."""
+    return None if not category else str(category).split("/", 1)[0]
+
+
 def _objects_x_category(objects, category) -> list[str]:
     if not objects or not category:
         return []
@@ -117,6 +123,11 @@ class SparseFeature:
     """Raw values → the string tokens of this feature (before hashing)."""
     request_level: bool = False
     """True when it reads only request context (so serving computes it once per request)."""
+    item_key: tuple[str, Callable] | None = field(default=None, compare=False)
+    """(an item column among ``sources``, a function of its value) when ``values`` reads that
+    column only through the function (``objects_x_category`` reads a category's top only):
+    serving's catalog path then computes a cross once per distinct key among a request's
+    candidates rather than once per distinct value. Pinned by test_models_features.py."""
 
     def ids(self, *raw) -> list[int]:
         return [bucket(self.name, v, self.num_embeddings) for v in self.values(*raw)]
@@ -147,8 +158,10 @@ SPARSE_FEATURES: tuple[SparseFeature, ...] = (
     SparseFeature("user", 1 << 19, ("user_id", "consent_personalization"), _user, request_level=True),  # 20k: 3.7 %
     # Context x item crosses: the contextual match is the main signal, so give it ids directly.
     SparseFeature("scene_x_category", 1 << 16, ("scene", "category"), _cross),                 # 2.5k: 3.7 %
-    SparseFeature("objects_x_category", 1 << 17, ("objects", "category"), _objects_x_category),  # 4.5k: 3.4 %
-    SparseFeature("intent_x_category", 1 << 18, ("intent_text", "category"), _intent_x_category),  # 9.9k: 3.7 %
+    SparseFeature("objects_x_category", 1 << 17, ("objects", "category"), _objects_x_category,    # 4.5k: 3.4 %
+                  item_key=("category", _top_key)),
+    SparseFeature("intent_x_category", 1 << 18, ("intent_text", "category"), _intent_x_category,  # 9.9k: 3.7 %
+                  item_key=("category", _top_key)),
     SparseFeature("location_x_category", 1 << 16, ("location_category", "category"), _cross),  # 2.1k: 3.2 %
     SparseFeature("intent_category_x_category", 1 << 20, ("intent_category", "category"), _cross),  # 32k: 3.0 %
     SparseFeature("device_x_category", 1 << 13, ("device", "category"), _device_x),  # 358: 4.3 %
@@ -180,6 +193,7 @@ def _price_cap(text) -> float:
     return float(m.group(1).replace(",", ".")) if m else 0.0
 
 
+@lru_cache(maxsize=8192)
 def _singular(word: str) -> str:
     """``running_shoes`` → ``running_shoe``: detectors name one object, taxonomy leaves are plural."""
     if word.endswith("ies"):
@@ -191,13 +205,20 @@ def _singular(word: str) -> str:
     return word
 
 
+def _leaf_key(category):
+    """What ``_object_match`` reads of a category: its leaf, singular."""
+    return None if not category else _singular(str(category).rsplit("/", 1)[-1])
+
+
+def _object_leaves(objects) -> frozenset[str]:
+    """The detected objects in singular form: the ``_leaf_key`` values ``_object_match`` matches."""
+    return frozenset(_singular(str(o)) for o in objects if o) if objects else frozenset()
+
+
 def _object_match(objects, category) -> float:
     # Compared in singular form on both sides: a plain ``o == leaf`` missed every plural
     # leaf ("tire" vs "auto/tires"), i.e. most of them (test AUC +0.008 once fixed).
-    if not objects or not category:
-        return 0.0
-    leaf = _singular(str(category).rsplit("/", 1)[-1])
-    return 1.0 if any(o and _singular(str(o)) == leaf for o in objects) else 0.0
+    return 1.0 if _leaf_key(category) in _object_leaves(objects) else 0.0
 
 
 _CHEAP = re.compile(r"\b(cheap|cheaper|affordable|budget|inexpensive)\b")
@@ -219,6 +240,13 @@ class DerivedColumn:
     name: str
     sources: tuple[str, ...]
     fn: Callable[..., float] = field(compare=False)
+    item_key: tuple[str, Callable] | None = field(default=None, compare=False)
+    """As ``SparseFeature.item_key``."""
+    matches: Callable | None = field(default=None, compare=False)
+    """For a column of one context and one item source with an ``item_key``, when ``fn`` is
+    1.0 exactly if the item's key is in ``matches(context value)``, else 0.0: serving then
+    fills a new context value's column for every item at once (detected objects differ in
+    almost every request)."""
 
 
 DERIVED_COLUMNS: tuple[DerivedColumn, ...] = (
@@ -226,7 +254,8 @@ DERIVED_COLUMNS: tuple[DerivedColumn, ...] = (
     DerivedColumn("intent_top_match", ("intent_category", "category"), _intent_top_match),
     DerivedColumn("intent_brand", ("intent_text", "brand"), _intent_brand),
     DerivedColumn("price_cap", ("intent_text",), _price_cap),
-    DerivedColumn("object_match", ("objects", "category"), _object_match),
+    DerivedColumn("object_match", ("objects", "category"), _object_match, item_key=("category", _leaf_key),
+                  matches=_object_leaves),
     DerivedColumn("price_word", ("intent_text",), _price_word),
 )
 
@@ -267,54 +296,136 @@ def _logit_smoothed(clicks: np.ndarray, shows: np.ndarray, prior: float) -> np.n
     return np.log(p / (1 - p))
 
 
-def dense_matrix(cols: Mapping[str, np.ndarray], n: int, prior_ctr: float, prior_cvr: float) -> np.ndarray:
-    """Raw numeric columns → the model's dense features (float32, rows × len(DENSE_FEATURES)).
+class DenseInputs:
+    """The raw numeric columns of ``n`` rows as dense features read them: each cleaned once
+    (missing → 0, non-finite → 0), with the intermediates several features share."""
 
-    CTRs are smoothed towards the global prior (so a new item reads as average, not 0) and
-    given as logits; counts as log1p. User columns are zeroed without personalization consent.
-    """
+    def __init__(self, cols: Mapping[str, np.ndarray], n: int, prior_ctr: float, prior_cvr: float) -> None:
+        self.cols, self.n, self.prior_ctr, self.prior_cvr = cols, n, prior_ctr, prior_cvr
+        self._clean: dict[str, np.ndarray] = {}
 
-    clean: dict[str, np.ndarray] = {}
-
-    def col(name: str) -> np.ndarray:      # each column cleaned once (serving encodes per request)
-        a = clean.get(name)
+    def __call__(self, name: str) -> np.ndarray:
+        a = self._clean.get(name)
         if a is None:
-            v = cols.get(name)
+            v = self.cols.get(name)
             if v is None:
-                a = np.zeros(n, dtype=np.float64)
+                a = np.zeros(self.n, dtype=np.float64)
             else:
                 a = np.asarray(v, dtype=np.float64)
                 if not np.isfinite(a).all():
                     a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-            clean[name] = a
+            self._clean[name] = a
         return a
 
-    price = np.maximum(col("price"), 0.0)
-    has_rating = (col("rating") > 0).astype(np.float64)
-    rating = np.clip(col("rating"), 0.01, 0.99)
-    consent = col("consent_personalization") > 0
-    u = lambda name: np.where(consent, col(name), 0.0)  # noqa: E731
-    out = np.stack([
-        np.log1p(price), (price > 0).astype(np.float64), consent.astype(np.float64),
-        np.log1p(np.maximum(col("position"), 0.0)), np.log1p(np.maximum(col("prior_exposures"), 0.0)),
-        col("intent_match"), col("intent_top_match"), col("intent_brand"), col("object_match"),
-        (col("price_cap") > 0).astype(np.float64), ((col("price_cap") > 0) & (price > col("price_cap"))).astype(np.float64),
-        np.log(rating / (1.0 - rating)) * has_rating, has_rating,
-        col("price_z"), col("price_word"), col("price_word") * col("price_z"),
-        np.log1p(col("item_impressions_1h")), np.log1p(col("item_impressions_24h")), np.log1p(col("item_clicks_24h")),
-        _logit_smoothed(col("item_clicks_1h"), col("item_impressions_1h"), prior_ctr),
-        _logit_smoothed(col("item_clicks_24h"), col("item_impressions_24h"), prior_ctr),
-        _logit_smoothed(col("item_conversions_24h"), col("item_clicks_24h"), prior_cvr),
-        np.log1p(col("campaign_impressions_24h")),
-        _logit_smoothed(col("campaign_clicks_24h"), col("campaign_impressions_24h"), prior_ctr),
-        _logit_smoothed(col("campaign_conversions_24h"), col("campaign_clicks_24h"), prior_cvr),
-        np.log1p(col("ctx_events_24h")),
-        _logit_smoothed(col("ctx_clicks_24h"), col("ctx_events_24h"), prior_ctr),
-        _logit_smoothed(u("user_clicks_7d"), u("user_impressions_7d"), prior_ctr),
-        _logit_smoothed(u("user_clicks_24h"), u("user_impressions_24h"), prior_ctr),
-        np.log1p(u("user_category_clicks_7d")),
-    ], axis=1)
-    return out.astype(np.float32)
+    def _shared(self, key: str, make: Callable[[], np.ndarray]) -> np.ndarray:
+        a = self._clean.get(key)
+        if a is None:
+            a = self._clean[key] = make()
+        return a
+
+    def price(self) -> np.ndarray:
+        return self._shared(" price", lambda: np.maximum(self("price"), 0.0))
+
+    def has_rating(self) -> np.ndarray:
+        return self._shared(" has_rating", lambda: (self("rating") > 0).astype(np.float64))
+
+    def consent(self) -> np.ndarray:
+        return self._shared(" consent", lambda: self("consent_personalization") > 0)
+
+    def user(self, name: str) -> np.ndarray:
+        """A user column, zeroed without personalization consent."""
+        return np.where(self.consent(), self(name), 0.0)
+
+
+@dataclass(frozen=True)
+class DenseFeature:
+    """One dense feature: the raw columns it reads (``sources``, all of them) and how.
+
+    ``sources`` must name every column ``fn`` reads (pinned by
+    tests/unit/models/test_models_features.py): serving's catalog path computes a feature
+    that reads only item attributes once per catalog, one that reads only the request
+    context once per request, and the rest per candidate (``models._items``)."""
+
+    name: str
+    sources: tuple[str, ...]
+    fn: Callable[[DenseInputs], np.ndarray] = field(compare=False)
+    form: tuple | None = None
+    """``("log1p", column, gated)`` or ``("ctr", clicks, shows, prior, gated)`` (``gated``:
+    a user column, zeroed without consent) for the features ``fn`` computes that way:
+    serving computes all features of one form in one matrix operation (``models._items``)."""
+
+
+def _rating_logit(c: DenseInputs) -> np.ndarray:
+    rating = np.clip(c("rating"), 0.01, 0.99)
+    return np.log(rating / (1.0 - rating)) * c.has_rating()
+
+
+def _ctr(name: str, clicks: str, shows: str, prior: str = "prior_ctr", gated: bool = False) -> DenseFeature:
+    """The smoothed CTR logit of two count columns (``prior``: ``prior_ctr`` or ``prior_cvr``)."""
+    if gated:
+        return DenseFeature(name, (_CONSENT, clicks, shows),
+                            lambda c: _logit_smoothed(c.user(clicks), c.user(shows), getattr(c, prior)),
+                            ("ctr", clicks, shows, prior, True))
+    return DenseFeature(name, (clicks, shows), lambda c: _logit_smoothed(c(clicks), c(shows), getattr(c, prior)),
+                        ("ctr", clicks, shows, prior, False))
+
+
+def _log_count(name: str, column: str, gated: bool = False) -> DenseFeature:
+    if gated:
+        return DenseFeature(name, (_CONSENT, column), lambda c: np.log1p(c.user(column)), ("log1p", column, True))
+    return DenseFeature(name, (column,), lambda c: np.log1p(c(column)), ("log1p", column, False))
+
+
+def _copy(name: str) -> Callable[[DenseInputs], np.ndarray]:
+    return lambda c: c(name)
+
+
+_CONSENT = "consent_personalization"
+
+# CTRs are smoothed towards the global prior (so a new item reads as average, not 0) and
+# given as logits; counts as log1p. User columns are zeroed without personalization consent.
+DENSE_SPECS: tuple[DenseFeature, ...] = (
+    DenseFeature("log_price", ("price",), lambda c: np.log1p(c.price())),
+    DenseFeature("has_price", ("price",), lambda c: (c.price() > 0).astype(np.float64)),
+    DenseFeature("personalized", (_CONSENT,), lambda c: c.consent().astype(np.float64)),
+    DenseFeature("log_position", ("position",), lambda c: np.log1p(np.maximum(c("position"), 0.0))),
+    DenseFeature("log_prior_exposures", ("prior_exposures",),
+                 lambda c: np.log1p(np.maximum(c("prior_exposures"), 0.0))),
+    DenseFeature("intent_match", ("intent_match",), _copy("intent_match")),
+    DenseFeature("intent_top_match", ("intent_top_match",), _copy("intent_top_match")),
+    DenseFeature("intent_brand", ("intent_brand",), _copy("intent_brand")),
+    DenseFeature("object_match", ("object_match",), _copy("object_match")),
+    DenseFeature("has_price_cap", ("price_cap",), lambda c: (c("price_cap") > 0).astype(np.float64)),
+    DenseFeature("over_price_cap", ("price_cap", "price"),
+                 lambda c: ((c("price_cap") > 0) & (c.price() > c("price_cap"))).astype(np.float64)),
+    DenseFeature("rating_logit", ("rating",), _rating_logit),
+    DenseFeature("has_rating", ("rating",), lambda c: c.has_rating()),
+    DenseFeature("price_z", ("price_z",), _copy("price_z")),
+    DenseFeature("price_word", ("price_word",), _copy("price_word")),
+    DenseFeature("price_word_x_price_z", ("price_word", "price_z"), lambda c: c("price_word") * c("price_z")),
+    _log_count("log_item_impressions_1h", "item_impressions_1h"),
+    _log_count("log_item_impressions_24h", "item_impressions_24h"),
+    _log_count("log_item_clicks_24h", "item_clicks_24h"),
+    _ctr("item_ctr_1h", "item_clicks_1h", "item_impressions_1h"),
+    _ctr("item_ctr_24h", "item_clicks_24h", "item_impressions_24h"),
+    _ctr("item_cvr_24h", "item_conversions_24h", "item_clicks_24h", "prior_cvr"),
+    _log_count("log_campaign_impressions_24h", "campaign_impressions_24h"),
+    _ctr("campaign_ctr_24h", "campaign_clicks_24h", "campaign_impressions_24h"),
+    _ctr("campaign_cvr_24h", "campaign_conversions_24h", "campaign_clicks_24h", "prior_cvr"),
+    _log_count("log_ctx_events_24h", "ctx_events_24h"),
+    _ctr("ctx_ctr_24h", "ctx_clicks_24h", "ctx_events_24h"),
+    _ctr("user_ctr_7d", "user_clicks_7d", "user_impressions_7d", gated=True),
+    _ctr("user_ctr_24h", "user_clicks_24h", "user_impressions_24h", gated=True),
+    _log_count("log_user_category_clicks_7d", "user_category_clicks_7d", gated=True),
+)
+assert tuple(f.name for f in DENSE_SPECS) == DENSE_FEATURES
+
+
+def dense_matrix(cols: Mapping[str, np.ndarray], n: int, prior_ctr: float, prior_cvr: float) -> np.ndarray:
+    """Raw numeric columns → the model's dense features (float32, rows × len(DENSE_FEATURES)),
+    ``DENSE_SPECS`` in order."""
+    inputs = DenseInputs(cols, n, prior_ctr, prior_cvr)
+    return np.stack([f.fn(inputs) for f in DENSE_SPECS], axis=1).astype(np.float32)
 
 
 @dataclass

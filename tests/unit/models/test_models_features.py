@@ -109,3 +109,58 @@ def test_price_is_read_relative_to_its_category():
     z = pipe.price_z([cat, cat, "no/such", cat], np.array([np.exp(mean), np.exp(mean) * 10, 50.0, 0.0]))
     assert z[0] == 0.0 or abs(z[0]) < 1e-9
     assert z[1] > 0 and z[2] == 0.0 and z[3] == 0.0
+
+
+_CATEGORIES = [None, "", "auto/tires", "auto/tire", "sports/running_shoes", "sports/running_shoe", "sports",
+               "fashion/dresses", "fashion/boxes", "home/a/b", "/odd", "auto/batteries", "books_media/books"]
+_CONTEXTS = {
+    "objects": [None, [], ["tire"], ["running_shoe", "tire"], ["dress", "", None], ["box", "battery", "book"]],
+    "intent_text": [None, "", "cheap tires under 40 euros", "running shoes", "a book about home"],
+    "intent_category": [None, "", "auto/tires", "sports/running_shoes", "sports", "home/a/b"],
+}
+
+
+def test_item_keys_and_matches_say_what_the_features_read():
+    # serving's catalog path computes a cross once per item key and fills a matches column
+    # per context value (models._items): both must give what the feature gives per value
+    from models._schema import DERIVED_COLUMNS, SPARSE_FEATURES
+
+    declared = [f for f in (*SPARSE_FEATURES, *DERIVED_COLUMNS) if f.item_key is not None]
+    assert {f.name for f in declared} >= {"objects_x_category", "intent_x_category", "object_match"}
+    for f in declared:
+        column, key = f.item_key
+        assert column in f.sources
+        other = [c for c in f.sources if c != column]
+        fn = f.ids if hasattr(f, "ids") else f.fn
+        for value in _CONTEXTS[other[0]]:
+            def call(item, value=value):
+                return fn(*(item if c == column else value for c in f.sources))
+
+            by_key: dict = {}
+            for item in _CATEGORIES:
+                by_key.setdefault(key(item), []).append(call(item))
+                if getattr(f, "matches", None) is not None:
+                    assert call(item) == (1.0 if key(item) in f.matches(value) else 0.0), (f.name, value, item)
+            for k, outs in by_key.items():
+                assert all(o == outs[0] for o in outs), (f.name, value, k, outs)
+
+
+def test_dense_features_read_only_their_declared_sources():
+    # the catalog path decides from ``sources`` whether a feature is item-only, context-only
+    # or per candidate; a feature reading an undeclared column would be computed wrongly there
+    from models._schema import DENSE_FEATURES, DENSE_SPECS, DenseInputs
+
+    class Recording(DenseInputs):
+        def __call__(self, name):
+            read.add(name)
+            return super().__call__(name)
+
+    rng = np.random.default_rng(3)
+    assert [f.name for f in DENSE_SPECS] == list(DENSE_FEATURES)
+    for spec in DENSE_SPECS:
+        read: set = set()
+        cols = {c: rng.uniform(-1, 50, 8) for c in spec.sources}
+        spec.fn(Recording(cols, 8, 0.02, 0.05))
+        assert read and read <= set(spec.sources), (spec.name, read)
+        if spec.form is not None:
+            assert spec.form[0] in ("log1p", "ctr") and set(spec.form[1:-2 if spec.form[0] == "ctr" else -1]) <= read

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -48,15 +50,20 @@ def world():
 
 
 def _assert_same(a, b) -> None:
-    assert set(a.lengths) == set(b.lengths)
+    assert list(a.lengths) == list(b.lengths) == list(a.values)
     for name in a.lengths:
         np.testing.assert_array_equal(a.lengths[name], b.lengths[name], err_msg=name)
         np.testing.assert_array_equal(a.values[name], b.values[name], err_msg=name)
-    np.testing.assert_allclose(a.dense, b.dense, rtol=1e-6, atol=1e-6)
+        assert a.lengths[name].dtype == np.int32 and a.values[name].dtype == np.int64, name
+    assert a.dense.dtype == b.dense.dtype == np.float32
+    np.testing.assert_array_equal(a.dense, b.dense)   # bit for bit: the same numpy operations per value
 
 
-def test_catalog_rows_encode_like_columns(world):
+@pytest.mark.parametrize("clipped", [True, False])
+def test_catalog_rows_encode_like_columns(world, clipped):
     pipe, df = world
+    if not clipped:             # the synthetic log's ranges clip some features to one value
+        pipe = dataclasses.replace(pipe, dense_min=None, dense_max=None)
     items, n = _catalog(df)
     block = item_block(pipe, items, n)
     rng = np.random.default_rng(1)
@@ -135,3 +142,98 @@ def test_distinct_combinations_of_several_item_columns_decode_back():
     combos, inverse = _distinct(codes, ["category", "brand"], rows)
     assert len(combos) == len(set(combos)) == 4
     assert [combos[i] for i in inverse] == [(cats[r], brands[r]) for r in rows]
+
+
+def _columns(items, rows, extra=None) -> dict:
+    columns = {k: [items[k][r] for r in rows] for k in items}
+    columns.update({k: np.asarray(v).tolist() for k, v in (extra or {}).items()})
+    return columns
+
+
+def test_a_predictor_reading_some_sparse_features_gets_those(world):
+    pipe, df = world
+    items, n = _catalog(df)
+    block, ctx, rows = item_block(pipe, items, n), _contexts(df)[0], np.arange(0, n, 2)
+    full = encode_items(pipe, ctx, block, rows)
+    some = encode_items(pipe, ctx, block, rows, sparse=frozenset({"scene", "category", "objects_x_category"}))
+    assert list(some.lengths) == ["category", "scene", "objects_x_category"]      # the pipeline's order
+    for name in some.lengths:
+        np.testing.assert_array_equal(some.lengths[name], full.lengths[name])
+        np.testing.assert_array_equal(some.values[name], full.values[name])
+    np.testing.assert_array_equal(some.dense, full.dense)
+
+
+@pytest.mark.parametrize("clipped", [True, False])
+def test_crosses_remembered_across_requests_stay_exact(world, clipped):
+    # an intent first met by candidates without a category (no ids) and then by others: the
+    # remembered ids of that intent grow; new detected objects every request; a request that
+    # repeats another's context. Unclipped too: the synthetic log never has an object match,
+    # so the fitted range clips object_match to 0
+    pipe, df = world
+    if not clipped:
+        pipe = dataclasses.replace(pipe, dense_min=None, dense_max=None)
+    items, n = _catalog(df)
+    block = item_block(pipe, items, n)
+    no_category = np.array([i for i in range(n) if items["category"][i] is None])
+    assert len(no_category)
+    base = _contexts(df)[0]
+    rng = np.random.default_rng(5)
+    crosses: dict = {}
+    requests = [({**base, "intent_text": "cheap running shoes b3"}, no_category),
+                ({**base, "intent_text": "cheap running shoes b3"}, rng.choice(n, 80)),
+                ({**base, "objects": ["leaf1", "leaf2"]}, rng.choice(n, 80)),
+                ({**base, "objects": ["leaf3"], "intent_category": "home/leaf3"}, rng.choice(n, 80)),
+                ({**base, "intent_text": "cheap b12 or b3 shoes under 40 euros"}, rng.choice(n, 80)),
+                ({**base, "intent_text": "cheap running shoes b3"}, rng.choice(n, 80))]
+    for ctx, rows in requests:
+        _assert_same(encode_items(pipe, ctx, block, rows, None, crosses),
+                     pipe.encode_columns(ctx, _columns(items, rows), len(rows), {}))
+    # the same cache handed another catalog's block starts over (crosses are kept by item code)
+    order = rng.permutation(n)
+    other = {k: [v[i] for i in order] for k, v in items.items()}
+    other_block = item_block(pipe, other, n)
+    for ctx, rows in requests:
+        _assert_same(encode_items(pipe, ctx, other_block, rows, None, crosses),
+                     pipe.encode_columns(ctx, _columns(other, rows), len(rows), {}))
+
+
+def test_missing_and_non_finite_numbers_read_as_zero(world):
+    pipe, df = world
+    items, n = _catalog(df)
+    items["price"] = list(items["price"])
+    items["price"][1], items["price"][2], items["price"][3] = float("nan"), float("inf"), None
+    block = item_block(pipe, items, n)
+    rows = np.array([0, 1, 2, 3, 4, 1])
+    extra = {k: np.array([1.0, np.nan, np.inf, -np.inf, 2.0, 3.0]) for k in STATS}
+    extra["item_clicks_24h"] = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])        # one column all finite
+    for ctx in ({**_contexts(df)[0], "user_clicks_7d": float("nan"), "ctx_events_24h": float("inf")},
+                {**_contexts(df)[1], "consent_personalization": False, "position": -3}):
+        _assert_same(encode_items(pipe, ctx, block, rows, extra, {}),
+                     pipe.encode_columns(ctx, _columns(items, rows, extra), len(rows), {}))
+
+
+def test_item_columns_may_be_fewer(world):
+    # price per candidate (extra) with the category an item column; category in the context
+    pipe, df = world
+    items, n = _catalog(df)
+    rows = np.arange(0, n, 4)
+    prices = np.linspace(0, 90, len(rows))
+    without_price = {k: v for k, v in items.items() if k != "price"}
+    ctx = _contexts(df)[0]
+    _assert_same(encode_items(pipe, ctx, item_block(pipe, without_price, n), rows, {"price": prices}),
+                 pipe.encode_columns(ctx, _columns(without_price, rows, {"price": prices}), len(rows), {}))
+    without_category = {k: v for k, v in items.items() if k != "category"}
+    ctx = {**ctx, "category": df["category"][0]}
+    _assert_same(encode_items(pipe, ctx, item_block(pipe, without_category, n), rows),
+                 pipe.encode_columns(ctx, _columns(without_category, rows), len(rows), {}))
+
+
+def test_extra_columns_of_another_length_and_another_pipeline_are_refused(world):
+    pipe, df = world
+    items, n = _catalog(df)
+    block = item_block(pipe, items, n)
+    with pytest.raises(InvalidModelInput, match="one number per candidate"):
+        encode_items(pipe, {}, block, np.arange(3), {"item_clicks_24h": np.zeros(4)})
+    other = FeaturePipeline.fit(synthetic_impressions(500, seed=3))
+    with pytest.raises(InvalidModelInput, match="another feature pipeline"):
+        encode_items(other, {}, block, np.arange(3))
