@@ -57,3 +57,23 @@ def test_score_request_merges_the_context(tmp_path, prepared):
 def test_unknown_version_names_the_fix(tmp_path):
     with pytest.raises(ModelNotFound, match="sightline train"):
         Registry(root=tmp_path).load("production")
+
+
+def test_xgboost_serving_path_equals_the_public_calls(prepared):
+    # predict_ctr builds the matrix in place and calls XGBoost's C predictor directly
+    # (models._predictors._DensePredict): the same numbers as tabular + inplace_predict
+    from models._predictors import _tabular_x, tabular
+
+    predictor = fit_model("xgboost", prepared, options=_FAST["xgboost"]).predictor
+    enc = prepared.test                          # item-side features of varying lengths
+    x, _, _ = tabular(enc)
+    np.testing.assert_array_equal(_tabular_x(enc), x)
+    assert predictor._predict_ctr._direct, "the direct call is in use with the pinned xgboost"
+    want = predictor.ctr.inplace_predict(x, iteration_range=predictor._iterations())
+    np.testing.assert_array_equal(predictor.predict_ctr(enc), want)
+    np.testing.assert_array_equal(predictor.predict(enc)[:, 1], predictor.cvr.inplace_predict(x))
+    empty = predictor.predict_ctr(type(enc)(dense=enc.dense[:0], lengths={k: v[:0] for k, v in enc.lengths.items()},
+                                            values={k: v[:0] for k, v in enc.values.items()}))
+    assert empty.shape == (0,) and empty.dtype == np.float32
+    with pytest.raises(ValueError, match="Feature shape mismatch"):
+        predictor._predict_ctr(x[:, :-1].copy())
