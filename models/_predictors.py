@@ -318,23 +318,32 @@ class TorchRecPredictor:
         self.ranker, self.cfg = ranker, cfg
         self.keys = list(cfg.sparse)
         self.platt = platt
+        """Per head (a, b): p = sigmoid(a * logit + b), fitted on the validation split; None = raw."""
         self.tables = None
         """``stack_tables`` of a loaded (inference-only) ranker: one lookup for every table."""
-        """Per head (a, b): p = sigmoid(a * logit + b), fitted on the validation split; None = raw."""
+        self.head = None
+        """``ranker_head`` of a loaded (inference-only) ranker."""
 
     def predict_raw(self, enc: EncodedBatch) -> np.ndarray:
         from models._torchrec import predict_ranker
 
-        return predict_ranker(self.ranker, enc, self.keys, self.tables)
+        return predict_ranker(self.ranker, enc, self.keys, self.tables, self.head)
+
+    def _calibrated(self, p: np.ndarray, heads: slice) -> np.ndarray:
+        z = _logit(p)
+        a = np.asarray([h[0] for h in self.platt[heads]], dtype=np.float32)
+        b = np.asarray([h[1] for h in self.platt[heads]], dtype=np.float32)
+        return (1 / (1 + np.exp(-(z * a + b)))).astype(np.float32)
 
     def predict(self, enc: EncodedBatch) -> np.ndarray:
         p = self.predict_raw(enc)
-        if not self.platt:
-            return p
-        z = _logit(p)
-        a = np.asarray([h[0] for h in self.platt], dtype=np.float32)
-        b = np.asarray([h[1] for h in self.platt], dtype=np.float32)
-        return (1 / (1 + np.exp(-(z * a + b)))).astype(np.float32)
+        return self._calibrated(p, slice(None)) if self.platt else p
+
+    def predict_ctr(self, enc: EncodedBatch) -> np.ndarray:
+        """pCTR only (float32 [B], ``predict(enc)[:, 0]``): serving's auction reads no pCVR,
+        so only that head is calibrated."""
+        p = self.predict_raw(enc)[:, :1]
+        return (self._calibrated(p, slice(0, 1)) if self.platt else p)[:, 0]
 
     def calibrate(self, enc: EncodedBatch, labels: np.ndarray) -> None:
         """Platt scaling per head on held-out rows (the validation split, later than training).
@@ -375,9 +384,10 @@ class TorchRecPredictor:
         calib = Path(directory) / "calibration.json"
         platt = json.loads(calib.read_text())["platt"] if calib.exists() else None
         predictor = cls(ranker, cfg, platt)
-        from models._torchrec import stack_tables
+        from models._torchrec import ranker_head, stack_tables
 
         predictor.tables = stack_tables(ranker, predictor.keys)
+        predictor.head = ranker_head(ranker)
         return predictor
 
 

@@ -489,23 +489,61 @@ def train_torchrec(train_enc: EncodedBatch, train_labels: np.ndarray, eval_enc: 
     return ranker, info
 
 
-def predict_ranker(ranker, enc: EncodedBatch, keys: list[str], tables=None) -> np.ndarray:
+def predict_ranker(ranker, enc: EncodedBatch, keys: list[str], tables=None, head=None) -> np.ndarray:
     """Probabilities [B, 2] (pctr, pcvr) from an unsharded ranker.
 
     The tables are read straight from the encoded arrays rather than through a
     KeyedJaggedTensor and the collection's forward (the same sums, without ~1 ms of Python
     per call at serving's batch of ~250): with ``tables`` (``stack_tables``) in one
-    ``embedding_bag`` over all of them, else one per table.
+    ``embedding_bag`` over all of them, else one per table. ``head``: ``ranker_head(ranker)``
+    of an inference ranker (else ``ranker.head``).
     """
     import torch
 
+    head = head or ranker.head
     with torch.inference_mode():
         out = []
         for a in range(0, enc.size, 8192):
             sub = _slice(enc, a, min(a + 8192, enc.size), keys)
             pooled = _stacked_means(tables, sub, keys) if tables is not None else _bag_means(ranker, sub, keys)
-            out.append(torch.sigmoid(ranker.head(torch.from_numpy(sub.dense), pooled)).numpy())
+            out.append(torch.sigmoid(head(torch.from_numpy(sub.dense), pooled)).numpy())
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
+
+
+def ranker_head(ranker):
+    """``ranker.head`` as plain calls of the same kernels (``F.linear``, ``torch.relu``) with
+    the parameters read once: a module call costs ~5 µs of Python, and the head makes 11 of
+    them (~60 µs of a ~0.9 ms predict at 250 rows). For an inference ranker whose parameters
+    are not replaced afterwards; equal to ``ranker.head`` (tests/unit/models/test_models_ranker.py)."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    def layers(seq) -> list:
+        out = []
+        for layer in seq:
+            if isinstance(layer, nn.Linear):
+                out.append((layer.weight, layer.bias))
+            elif isinstance(layer, nn.ReLU) and not layer.inplace:
+                out.append(None)
+            else:
+                raise TypeError(f"ranker_head knows Linear and ReLU layers, not {layer!r}")
+        return out
+
+    def run(stack: list, x):
+        for layer in stack:
+            x = torch.relu(x) if layer is None else F.linear(x, layer[0], layer[1])
+        return x
+
+    dense_arch, over_arch, pairs = layers(ranker.dense_arch), layers(ranker.over_arch), ranker._pairs
+
+    def head(dense, pooled):          # Ranker.head, step by step
+        x = run(dense_arch, dense)
+        allv = torch.cat([x.unsqueeze(1), pooled], dim=1)
+        inter = torch.bmm(allv, allv.transpose(1, 2)).flatten(1).index_select(1, pairs)
+        return run(over_arch, torch.cat([dense, x, inter], dim=1))
+
+    return head
 
 
 def stack_tables(ranker, keys: list[str]):
@@ -551,7 +589,9 @@ def _stacked_means(tables, enc: EncodedBatch, keys: list[str]):
     stacked, bases = tables
     n = enc.size
     lens = np.concatenate([enc.lengths[k] for k in keys]).astype(np.int64)          # feature-major bags
-    values = np.concatenate([enc.values[k] + base for k, base in zip(keys, bases.tolist())])
+    ids = [enc.values[k] for k in keys]
+    values = np.concatenate(ids)
+    values += np.repeat(bases, [len(v) for v in ids])                                 # each table's rows
     offsets = np.zeros(len(lens), dtype=np.int64)
     np.cumsum(lens[:-1], out=offsets[1:])
     sums = F.embedding_bag(torch.from_numpy(values), stacked, torch.from_numpy(offsets), mode="sum")

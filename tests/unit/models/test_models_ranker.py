@@ -62,3 +62,37 @@ def test_serving_prediction_equals_the_modules_forward():
     with torch.no_grad():
         torch.testing.assert_close(torch.sigmoid(ranker(dense, kjt)), torch.from_numpy(want))
     assert ranker.ebc.embedding_bags["t_b"].weight.data_ptr() == tables[0][50:].data_ptr()
+
+
+def test_a_loaded_rankers_prepared_head_and_pctr_equal_the_modules():
+    # serving's TorchRecPredictor runs the head as plain calls (ranker_head) and calibrates
+    # only the pCTR head for predict_ctr: the same numbers, bit for bit
+    import numpy as np
+
+    from models._predictors import TorchRecPredictor
+    from models._schema import EncodedBatch
+    from models._torchrec import RankerConfig, build_ranker, ranker_head, stack_tables
+
+    keys = ["a", "b", "c"]
+    cfg = RankerConfig(sparse=tuple(keys), num_embeddings={"a": 50, "b": 7, "c": 1000}, num_dense=3)
+    torch.manual_seed(0)
+    ranker = build_ranker(cfg, torch.device("cpu")).eval()
+    rng = np.random.default_rng(4)
+    n = 37
+    lengths = {k: rng.integers(0, 4, n).astype(np.int32) for k in keys}
+    enc = EncodedBatch(dense=rng.normal(size=(n, 3)).astype(np.float32), lengths=lengths,
+                       values={k: rng.integers(0, cfg.num_embeddings[k], int(v.sum())).astype(np.int64)
+                               for k, v in lengths.items()})
+    head = ranker_head(ranker)
+    with torch.inference_mode():
+        dense = torch.from_numpy(enc.dense)
+        pooled = torch.from_numpy(rng.normal(size=(n, len(keys), cfg.embedding_dim)).astype(np.float32))
+        assert torch.equal(head(dense, pooled), ranker.head(dense, pooled))
+    plain = TorchRecPredictor(ranker, cfg, platt=[[1.3, -0.2], [0.8, 0.1]])
+    want = plain.predict(enc)
+    loaded = TorchRecPredictor(ranker, cfg, platt=[[1.3, -0.2], [0.8, 0.1]])
+    loaded.tables, loaded.head = stack_tables(ranker, keys), head
+    np.testing.assert_array_equal(loaded.predict(enc), want)
+    np.testing.assert_array_equal(loaded.predict_ctr(enc), want[:, 0])
+    raw = TorchRecPredictor(ranker, cfg)
+    np.testing.assert_array_equal(raw.predict_ctr(enc), raw.predict(enc)[:, 0])
