@@ -257,9 +257,9 @@ class _SparseCross:
             new = [call(value[k]) for k in need.tolist()]
             sizes = np.fromiter(map(len, new), dtype=np.int32, count=len(new))
             width = int(sizes.max())
-            if width > ids.shape[1]:
+            if width > ids.shape[1]:           # wider: new arrays, swapped in once filled
+                lens = lens.copy()             # before the ids: a length copied has its ids copied
                 ids = np.concatenate([ids, np.zeros((len(ids), width - ids.shape[1]), dtype=np.int64)], axis=1)
-                lens = lens.copy()
                 fresh = True
             else:
                 fresh = False
