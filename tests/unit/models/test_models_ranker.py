@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch  # a pinned dependency: its absence is an install failure (make install), never a skip
+
+KEYS = ["a", "b", "c"]
+
+
+def _small_ranker_and_batch(seed: int, lengths=None, n: int = 5):
+    """A 3-table eval ranker (seeded) and a random batch for it: lengths per table (random
+    0-3 ids per row when not given), dense features and ids in range."""
+    from models._schema import EncodedBatch
+    from models._torchrec import RankerConfig, build_ranker
+
+    cfg = RankerConfig(sparse=tuple(KEYS), num_embeddings={"a": 50, "b": 7, "c": 1000}, num_dense=3)
+    torch.manual_seed(0)
+    ranker = build_ranker(cfg, torch.device("cpu")).eval()
+    rng = np.random.default_rng(seed)
+    lengths = lengths or {k: rng.integers(0, 4, n).astype(np.int32) for k in KEYS}
+    n = len(next(iter(lengths.values())))
+    enc = EncodedBatch(dense=rng.normal(size=(n, 3)).astype(np.float32), lengths=lengths,
+                       values={k: rng.integers(0, cfg.num_embeddings[k], int(v.sum())).astype(np.int64)
+                               for k, v in lengths.items()})
+    return cfg, ranker, enc, rng
 
 
 def test_sum_pooling_divided_by_bag_size_is_mean_pooling():
@@ -38,21 +59,12 @@ def test_sum_pooling_divided_by_bag_size_is_mean_pooling():
 
 def test_serving_prediction_equals_the_modules_forward():
     # predict_ranker reads the tables with one embedding_bag each (no KeyedJaggedTensor): same numbers
-    import numpy as np
+    from models._torchrec import kjt_from_encoded, predict_ranker, stack_tables
 
-    from models._schema import EncodedBatch
-    from models._torchrec import RankerConfig, build_ranker, kjt_from_encoded, predict_ranker, stack_tables
-
-    keys = ["a", "b", "c"]
-    cfg = RankerConfig(sparse=tuple(keys), num_embeddings={"a": 50, "b": 7, "c": 1000}, num_dense=3)
-    torch.manual_seed(0)
-    ranker = build_ranker(cfg, torch.device("cpu")).eval()
-    rng = np.random.default_rng(2)
+    keys = KEYS
     lengths = {"a": np.array([1, 0, 3, 2, 1], dtype=np.int32), "b": np.array([1, 1, 1, 0, 0], dtype=np.int32),
                "c": np.array([0, 0, 5, 1, 2], dtype=np.int32)}
-    enc = EncodedBatch(dense=rng.normal(size=(5, 3)).astype(np.float32), lengths=lengths,
-                       values={k: rng.integers(0, cfg.num_embeddings[k], int(v.sum())).astype(np.int64)
-                               for k, v in lengths.items()})
+    cfg, ranker, enc, _ = _small_ranker_and_batch(2, lengths)
     with torch.no_grad():
         dense, kjt = kjt_from_encoded(enc, keys)
         want = torch.sigmoid(ranker(dense, kjt)).numpy()
@@ -67,22 +79,12 @@ def test_serving_prediction_equals_the_modules_forward():
 def test_a_loaded_rankers_prepared_head_and_pctr_equal_the_modules():
     # serving's TorchRecPredictor runs the head as plain calls (ranker_head) and calibrates
     # only the pCTR head for predict_ctr: the same numbers, bit for bit
-    import numpy as np
-
     from models._predictors import TorchRecPredictor
-    from models._schema import EncodedBatch
-    from models._torchrec import RankerConfig, build_ranker, ranker_head, stack_tables
+    from models._torchrec import ranker_head, stack_tables
 
-    keys = ["a", "b", "c"]
-    cfg = RankerConfig(sparse=tuple(keys), num_embeddings={"a": 50, "b": 7, "c": 1000}, num_dense=3)
-    torch.manual_seed(0)
-    ranker = build_ranker(cfg, torch.device("cpu")).eval()
-    rng = np.random.default_rng(4)
+    keys = KEYS
     n = 37
-    lengths = {k: rng.integers(0, 4, n).astype(np.int32) for k in keys}
-    enc = EncodedBatch(dense=rng.normal(size=(n, 3)).astype(np.float32), lengths=lengths,
-                       values={k: rng.integers(0, cfg.num_embeddings[k], int(v.sum())).astype(np.int64)
-                               for k, v in lengths.items()})
+    cfg, ranker, enc, rng = _small_ranker_and_batch(4, n=n)
     head = ranker_head(ranker)
     with torch.inference_mode():
         dense = torch.from_numpy(enc.dense)
