@@ -123,7 +123,7 @@ class AdIndex:
             ~self.has_keywords | kw_hit,
             ~self.has_categories | cat_hit,
         )
-        alive = ~self.has_categories | cat_hit    # ads that could match at all (``ads_by_category``)
+        alive = ~self.has_categories | cat_hit    # only these can match: the rest never become candidates
         refused: dict[str, int] = {}
         for reason, ok in zip(REASONS, checks):
             failed = int(np.count_nonzero(alive & ~ok))
