@@ -131,7 +131,7 @@ def _serve(args) -> int:
 
     kafka = {"bootstrap": args.bootstrap} if args.bootstrap else {}
     settings = load_settings(env={}, data_dir=Path(args.data_dir), kafka=kafka,
-                             serving={"port": 0, "processes": args.processes})
+                             serving={"port": 0, "processes": args.processes, "runtime": args.runtime})
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     if args.processes > 1:
@@ -158,11 +158,13 @@ def _serve(args) -> int:
 
 
 class _Server:
-    def __init__(self, mode: str, data_dir: Path, bootstrap: str | None, feast: bool, processes: int = 1) -> None:
+    def __init__(self, mode: str, data_dir: Path, bootstrap: str | None, feast: bool, processes: int = 1,
+                 runtime: str = "asyncio") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=f"bench-serve-{mode}-"))
         ready, self.stats_file = self.dir / "port", self.dir / "stats.json"
         cmd = [sys.executable, "-m", "bench.serve", "--serve", mode, "--data-dir", str(data_dir),
-               "--ready-file", str(ready), "--stats-file", str(self.stats_file), "--processes", str(processes)]
+               "--ready-file", str(ready), "--stats-file", str(self.stats_file), "--processes", str(processes),
+               "--runtime", runtime]
         if bootstrap:
             cmd += ["--bootstrap", bootstrap]
         if feast:
@@ -422,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the open-loop client of the headline figures: go (default; .tools/sightline-loadgen, "
                              "built by 'make install' when Go is installed; ~0.3 ms of CPU per call) or python "
                              "(grpcio futures; ~0.8 ms of CPU per call on the cores the server uses)")
+    parser.add_argument("--runtime", choices=["asyncio", "threads"], default="asyncio",
+                        help="serving.runtime of the servers (Recommend and the echo alike): asyncio (default; one "
+                             "event-loop thread per process) or threads (grpc's thread-pool server)")
     parser.add_argument("--serve", choices=["echo", "recommend"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
@@ -495,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         for mode in ("echo", "recommend"):
             progress(f"{mode}: starting the server ...")
             server = _Server(mode, data_dir, bootstrap if mode == "recommend" else None,
-                             feast=not quick and mode == "recommend", processes=args.processes)
+                             feast=not quick and mode == "recommend", processes=args.processes,
+                             runtime=args.runtime)
             try:
                 progress(f"{mode}: open-loop client, {repeats} × {window_s:.0f} s at 100 requests/s, then steps {steps} ...")
                 results[mode] = _measure(server.port, requests_file, key, repeats=repeats, window_s=window_s,
@@ -539,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         "events_logged": (st.get("events") or {}).get("sent"),
         "event_log": "kafka" if bootstrap else "in-memory counter",
         "feature_store": "feast (sqlite online)" if not quick else "none (context-only)",
-        "processes": args.processes, "world": counts, "requests_in_mix": len(blobs),
+        "processes": args.processes, "runtime": args.runtime, "world": counts, "requests_in_mix": len(blobs),
         "ranker": args.ranker if args.ranker == "fallback" else f"{args.ranker} (registered as production)",
         "client": (("headline: Go open-loop client (bench/loadgen, .tools/sightline-loadgen)" if args.client == "go"
                     else "headline: Python grpcio futures open-loop client (--client python)")

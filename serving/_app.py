@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 RECOMMENDATION_SERVICE = "sightline.v1.RecommendationService"
 RECOMMENDATION_SCOPES = {"Recommend": "recommend", "ReportFeedback": "feedback"}
+RECOMMENDATION_INLINE = frozenset(RECOMMENDATION_SCOPES)
+"""Both run on the event loop under ``serving.runtime = "asyncio"``: milliseconds of CPU, no waits."""
 
 ADMIN_PACKAGES: tuple[str, ...] = ("campaigns", "experiments", "privacy")
 """Packages asked for ``grpc_services(settings)``; a package without one is skipped."""
@@ -142,7 +144,8 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
         caps.close()
 
     return Service(RECOMMENDATION_SERVICE, serving_pb2_grpc.add_RecommendationServiceServicer_to_server,
-                   servicer, RECOMMENDATION_SCOPES, on_stop=on_stop, on_start=on_start)
+                   servicer, RECOMMENDATION_SCOPES, on_stop=on_stop, on_start=on_start,
+                   inline=RECOMMENDATION_INLINE)
 
 
 def _warm_rankers(rankers, default_ref: str, experiments) -> None:

@@ -4,7 +4,7 @@ benchmark compares Recommend against (same server setup, same messages, no work)
 from __future__ import annotations
 
 from proto import serving_pb2, serving_pb2_grpc
-from serving._app import RECOMMENDATION_SCOPES, RECOMMENDATION_SERVICE
+from serving._app import RECOMMENDATION_INLINE, RECOMMENDATION_SCOPES, RECOMMENDATION_SERVICE
 from serving._server import Service
 
 
@@ -19,4 +19,5 @@ class EchoServicer(serving_pb2_grpc.RecommendationServiceServicer):
 def echo_service() -> Service:
     """The echo baseline as a ``Service`` for ``build_server``."""
     return Service(RECOMMENDATION_SERVICE, serving_pb2_grpc.add_RecommendationServiceServicer_to_server,
-                   EchoServicer(), RECOMMENDATION_SCOPES)
+                   EchoServicer(), RECOMMENDATION_SCOPES,
+                   inline=RECOMMENDATION_INLINE)

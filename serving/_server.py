@@ -49,16 +49,13 @@ class Service:
     """Called once after the server stopped (e.g. flush a background event logger)."""
     on_start: Callable[[], None] | None = None
     """Called once before the server starts accepting requests (e.g. start refresh threads)."""
+    inline: frozenset[str] = frozenset()
+    """Methods that, under ``serving.runtime = "asyncio"``, run on the event-loop thread itself:
+    short, CPU-bound ones (Recommend). The others run on the ``serving.workers`` threads."""
 
     def full_scopes(self) -> dict[str, str]:
         """Full method name → scope, checked against the service's proto descriptor."""
-        from google.protobuf import descriptor_pool
-
-        try:
-            descriptor = descriptor_pool.Default().FindServiceByName(self.name)
-        except KeyError:
-            raise ServerConfigError(f"service {self.name!r} is not in the protobuf descriptor pool; "
-                                    "import its *_pb2 module and use the full name (package.Service)") from None
+        descriptor = _descriptor(self.name)
         out: dict[str, str] = {}
         for method, scope in self.scopes.items():
             short = method.rsplit("/", 1)[-1]
@@ -74,11 +71,22 @@ class Service:
         return out
 
 
+def _descriptor(service_name: str):
+    from google.protobuf import descriptor_pool
+
+    try:
+        return descriptor_pool.Default().FindServiceByName(service_name)
+    except KeyError:
+        raise ServerConfigError(f"service {service_name!r} is not in the protobuf descriptor pool; "
+                                "import its *_pb2 module and use the full name (package.Service)") from None
+
+
 @dataclass
 class ServingServer:
     """A built (not yet started) server. ``port`` is the bound port (useful with port 0)."""
 
     grpc_server: grpc.Server
+    """A ``grpc.Server``, or the ``LoopServer`` that drives a ``grpc.aio`` one the same way."""
     host: str
     port: int
     services: tuple[Service, ...]
@@ -175,14 +183,25 @@ def build_server(
         ("grpc.max_send_message_length", cfg.max_message_bytes),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="serving"),
-                         interceptors=interceptors, options=options)
+    if cfg.runtime == "asyncio":
+        from serving._aio import LoopServer
+
+        inline = {m for s in servicers for m in s.full_scopes() if m.rsplit("/", 1)[-1] in s.inline}
+        streaming = [f"/{s.name}/{m.name}" for s in servicers for m in _descriptor(s.name).methods
+                     if m.client_streaming or m.server_streaming]
+        if streaming:
+            raise ServerConfigError(f"serving.runtime = asyncio serves unary methods only, and {', '.join(streaming)} "
+                                    "streams; set SIGHTLINE_SERVING_RUNTIME=threads")
+        server = LoopServer(interceptors=interceptors, inline=inline, workers=cfg.workers, options=options)
+    else:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="serving"),
+                             interceptors=interceptors, options=options)
     for service in servicers:
         service.add_to_server(service.servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], getattr(server, "aio_server", server))
 
     host = host or cfg.host
     address = f"{host}:{cfg.port if port is None else port}"

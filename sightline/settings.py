@@ -68,6 +68,13 @@ class ServingSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 50051
     workers: int = Field(8, ge=1)
+    """Threads of grpc's thread-pool server (``runtime = threads``), or, under ``asyncio``, the
+    threads that run the methods not served on the event loop (admin calls, streams)."""
+    runtime: Literal["asyncio", "threads"] = "asyncio"
+    """``asyncio``: one event-loop thread per process runs Recommend and ReportFeedback to
+    completion, one request at a time, so threads never trade the GIL mid-request (use
+    ``processes`` for more cores). ``threads``: grpc's thread-pool server, ``workers``
+    requests side by side in one process. See docs/serving.md, "Runtime"."""
     max_message_bytes: int = Field(256 * 1024, ge=1024)
     feature_refresh_s: float = Field(5.0, gt=0)
     """How often item and campaign statistics are re-read (stretched to 10× the read time)."""

@@ -2,6 +2,7 @@
 API-key auth and scopes, per-key rate limits, TLS with a self-signed certificate."""
 
 import subprocess
+import threading
 
 import grpc
 import pytest
@@ -25,16 +26,22 @@ class _Servicer(serving_pb2_grpc.RecommendationServiceServicer):
             raise ValueError("a bug")
         if request.request_id == "abort":
             context.abort(grpc.StatusCode.NOT_FOUND, "servicer's own abort")
+        if request.request_id == "thread":
+            return serving_pb2.RecommendResponse(request_id=threading.current_thread().name)
         caller = current_caller()
         return serving_pb2.RecommendResponse(request_id=caller.owner if caller else "anonymous")
 
     def ReportFeedback(self, request, context):  # noqa: N802
-        return serving_pb2.FeedbackResponse(event_id="ok")
+        if request.impression_token == "abort":
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "aborted off the loop")
+        return serving_pb2.FeedbackResponse(event_id=threading.current_thread().name)
 
 
 def _service():
+    """Recommend runs inline (on the event loop under asyncio), ReportFeedback on the workers."""
     return Service("sightline.v1.RecommendationService", serving_pb2_grpc.add_RecommendationServiceServicer_to_server,
-                   _Servicer(), {"Recommend": "recommend", "ReportFeedback": "feedback"})
+                   _Servicer(), {"Recommend": "recommend", "ReportFeedback": "feedback"},
+                   inline=frozenset({"Recommend"}))
 
 
 @pytest.fixture
@@ -45,9 +52,10 @@ def keys(make_settings):
     store.close()
 
 
-@pytest.fixture
-def running(make_settings, keys):
-    settings = make_settings(serving={"port": 0, "rate_limit_rps": 1, "rate_limit_burst": 1000})
+@pytest.fixture(params=["asyncio", "threads"])
+def running(request, make_settings, keys):
+    settings = make_settings(serving={"port": 0, "rate_limit_rps": 1, "rate_limit_burst": 1000,
+                                      "runtime": request.param})
     server = build_server(settings, [_service()], keys).start()
     channel = grpc.insecure_channel(server.address)
     yield server, channel, serving_pb2_grpc.RecommendationServiceStub(channel)
@@ -86,7 +94,7 @@ def test_missing_and_unknown_keys_are_unauthenticated(running):
 def test_scope_is_enforced_per_method(running, keys):
     _, _, stub = running
     key = keys.create_key("feedback-only", ["feedback"])
-    assert stub.ReportFeedback(serving_pb2.FeedbackRequest(), metadata=[("x-api-key", key)]).event_id == "ok"
+    assert stub.ReportFeedback(serving_pb2.FeedbackRequest(), metadata=[("x-api-key", key)]).event_id.startswith("serving")
     err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest(), metadata=[("x-api-key", key)]))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "recommend" in err.details()
 
@@ -110,7 +118,33 @@ def test_errors_map_to_status_with_the_bad_field(running, keys):
     err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest(request_id="boom"), metadata=md))
     assert err.code() == grpc.StatusCode.INTERNAL and "ValueError" in err.details()
     err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest(request_id="abort"), metadata=md))
-    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert err.code() == grpc.StatusCode.NOT_FOUND and err.details() == "servicer's own abort"
+    md = [("x-api-key", keys.create_key("app", ["feedback"]))]
+    err = _code(lambda: stub.ReportFeedback(serving_pb2.FeedbackRequest(impression_token="abort"), metadata=md))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and err.details() == "aborted off the loop"
+
+
+def test_runtime_decides_which_thread_runs_a_method(running, keys):
+    """asyncio: the inline method on the event-loop thread, the other on a worker;
+    threads: both on workers."""
+    server, _, stub = running
+    md = [("x-api-key", keys.create_key("app", ["recommend", "feedback"]))]
+    recommend = stub.Recommend(serving_pb2.RecommendRequest(request_id="thread"), metadata=md).request_id
+    feedback = stub.ReportFeedback(serving_pb2.FeedbackRequest(impression_token="t"), metadata=md).event_id
+    asyncio_runtime = type(server.grpc_server).__name__ == "LoopServer"
+    assert recommend == ("serving-loop" if asyncio_runtime else recommend) and recommend.startswith("serving")
+    assert feedback.startswith("serving_") and feedback != "serving-loop"
+    if not asyncio_runtime:
+        assert recommend.startswith("serving_")
+
+
+def test_asyncio_runtime_refuses_streaming_services(make_settings, keys):
+    from grpc_health.v1 import health
+
+    streaming = Service("grpc.health.v1.Health", health_pb2_grpc.add_HealthServicer_to_server, health.HealthServicer(),
+                        {"Check": "recommend", "List": "recommend", "Watch": "recommend"})
+    with pytest.raises(ServerConfigError, match="Watch streams; set SIGHTLINE_SERVING_RUNTIME=threads"):
+        build_server(make_settings(serving={"port": 0, "runtime": "asyncio"}), [streaming], keys)
 
 
 def test_rate_limit_answers_resource_exhausted(running, keys):
