@@ -137,7 +137,8 @@ def _serve(args) -> int:
     if args.processes > 1:
         factory = ("bench.serve:services_echo" if args.serve == "echo" else
                    "bench.serve:services_full" if args.feast else "bench.serve:services_quick")
-        group = ServerGroup(settings, factory=factory, warm="bench.serve:wait_item_stats").start()
+        group = ServerGroup(settings, factory=factory, warm="bench.serve:wait_item_stats",
+                            item_stats=args.serve != "echo").start()
         Path(args.ready_file).write_text(str(group.bound_port))
         while not stop["flag"]:
             time.sleep(0.2)

@@ -22,12 +22,16 @@ The event loop lives on a thread of its own, so ``ServingServer`` keeps its sync
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from concurrent import futures
 from typing import Collection, Sequence
 
 import grpc
 
+log = logging.getLogger(__name__)
+
+_GRPC_LOGGER = "grpc._cython.cygrpc"
 
 class _Aborted(Exception):
     """``context.abort`` of a sync handler on the aio server: the status is already set on
@@ -101,6 +105,25 @@ class InlineInterceptor(grpc.aio.ServerInterceptor):
                                                    response_serializer=handler.response_serializer)
 
 
+class _GoneCallers(logging.Filter):
+    """grpc's aio server logs a traceback at ERROR (``ExecuteBatchError``) for every reply
+    it could not send because the caller had gone: its deadline passed or it cancelled.
+    Under overload that is one traceback per shed call, for what the sync server drops
+    silently and the caller already sees as DEADLINE_EXCEEDED. Counted here instead, and
+    reported once when the server stops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[0] if record.exc_info else None
+        if exc is not None and exc.__name__ == "ExecuteBatchError":
+            self.count += 1
+            return False
+        return True
+
+
 class LoopServer:
     """A ``grpc.aio`` server on an event loop in a thread of its own, driven like
     ``grpc.Server`` (``start``, ``stop(grace).wait()``, ``wait_for_termination``) and built
@@ -121,6 +144,8 @@ class LoopServer:
         self._server = self._call(make())
         self._stopping = False
         self._terminated = threading.Event()
+        self._gone = _GoneCallers()
+        logging.getLogger(_GRPC_LOGGER).addFilter(self._gone)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -164,6 +189,10 @@ class LoopServer:
                 try:
                     await self._server.stop(grace)
                 finally:
+                    logging.getLogger(_GRPC_LOGGER).removeFilter(self._gone)
+                    if self._gone.count:
+                        log.info("%d replies were not sent because their callers had gone (deadline passed or "
+                                 "cancelled)", self._gone.count)
                     self._pool.shutdown(wait=False, cancel_futures=True)
                     self._terminated.set()
                     self._loop.stop()

@@ -90,6 +90,10 @@ class ServerGroup:
     warm: str | None = None
     """Called in each child with its services after the server started, before it reports
     ready (e.g. wait for the first item-statistics read)."""
+    item_stats: bool = True
+    """Start the group's shared item-statistics refresher (with more than one process). Off
+    for services that read no item statistics (the benchmark's echo baseline): the refresher
+    imports Feast at start, ~5 s of CPU beside the servers."""
     start_timeout_s: float = 300.0
     processes: int | None = None
     """Defaults to ``settings.serving.processes``."""
@@ -129,7 +133,7 @@ class ServerGroup:
         deadline = time.monotonic() + self.start_timeout_s
         settings = self.settings
         try:
-            if n > 1 and settings.serving.item_stats_socket is None:
+            if n > 1 and self.item_stats and settings.serving.item_stats_socket is None:
                 from pathlib import Path
 
                 from serving._item_stats import ItemStatsHub

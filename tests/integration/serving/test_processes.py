@@ -120,3 +120,25 @@ def test_sightline_serve_processes_runs_answers_and_stops(kafka_settings, servin
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), \
             f"server process {pid} outlived sightline serve"
+
+
+def test_a_group_without_item_statistics_starts_no_refresher(make_settings):
+    """The benchmark's echo baseline reads no item statistics: its group must not start the
+    refresher, whose start-up (importing Feast) took ~5 s of CPU beside the measured calls."""
+    from proto import serving_pb2_grpc
+    from serving import ApiKeyStore, ServerGroup
+
+    s = make_settings(serving={"port": 0, "processes": 2})
+    keys = ApiKeyStore.from_settings(s)
+    md = [("x-api-key", keys.create_key("app", ["recommend"]))]
+    group = ServerGroup(s, factory="bench.serve:services_echo", item_stats=False).start()
+    try:
+        assert group.item_stats_pid is None
+        assert not [p for p in group.pids if _children_running(p, "_item_stats")]
+        with grpc.insecure_channel(group.address) as ch:
+            reply = serving_pb2_grpc.RecommendationServiceStub(ch).Recommend(
+                serving_pb2.RecommendRequest(request_id="r-1"), metadata=md, timeout=20)
+        assert reply.request_id == "r-1"
+    finally:
+        group.stop()
+        keys.close()

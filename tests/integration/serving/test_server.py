@@ -1,8 +1,10 @@
 """build_server against real gRPC on 127.0.0.1: health, reflection, error mapping,
 API-key auth and scopes, per-key rate limits, TLS with a self-signed certificate."""
 
+import logging
 import subprocess
 import threading
+import time
 
 import grpc
 import pytest
@@ -28,6 +30,8 @@ class _Servicer(serving_pb2_grpc.RecommendationServiceServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, "servicer's own abort")
         if request.request_id == "thread":
             return serving_pb2.RecommendResponse(request_id=threading.current_thread().name)
+        if request.request_id == "slow":
+            time.sleep(0.3)
         caller = current_caller()
         return serving_pb2.RecommendResponse(request_id=caller.owner if caller else "anonymous")
 
@@ -136,6 +140,21 @@ def test_runtime_decides_which_thread_runs_a_method(running, keys):
     assert feedback.startswith("serving_") and feedback != "serving-loop"
     if not asyncio_runtime:
         assert recommend.startswith("serving_")
+
+
+def test_a_caller_that_gave_up_costs_no_error_traceback(running, keys, caplog):
+    """The caller already got DEADLINE_EXCEEDED: the late reply is no server error.
+    (grpc's aio server logs one in some cases, under overload; tests/unit/serving/test_aio.py
+    checks the filter that counts those instead.)"""
+    server, _, stub = running
+    md = [("x-api-key", keys.create_key("app", ["recommend"]))]
+    with caplog.at_level(logging.INFO):
+        err = _code(lambda: stub.Recommend(serving_pb2.RecommendRequest(request_id="slow"), metadata=md, timeout=0.05))
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(0.5)                      # the handler finishes and its reply finds no caller
+        assert stub.Recommend(serving_pb2.RecommendRequest(), metadata=md).request_id == "app"
+        server.stop(1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
 
 
 def test_asyncio_runtime_refuses_streaming_services(make_settings, keys):
