@@ -207,6 +207,15 @@ def build_server(
     address = f"{host}:{cfg.port if port is None else port}"
     tls = bool(cfg.tls_cert or cfg.tls_key)
     try:
+        bound = _bind(server, address, cfg, tls)
+    except ServerConfigError:
+        server.stop(None)          # the asyncio runtime's server owns a loop thread and a pool
+        raise
+    return ServingServer(server, host, bound, tuple(servicers), health_servicer, api_keys, tls, _owns_keys=owns_keys)
+
+
+def _bind(server, address: str, cfg, tls: bool) -> int:
+    try:
         if tls:
             if not (cfg.tls_cert and cfg.tls_key):
                 raise ServerConfigError("TLS needs both serving.tls_cert and serving.tls_key "
@@ -222,4 +231,4 @@ def build_server(
         raise ServerConfigError(f"cannot bind {address}: {exc}; choose another serving.port") from exc
     if not bound:
         raise ServerConfigError(f"cannot bind {address}; is the port taken? choose another serving.port (0 = any free)")
-    return ServingServer(server, host, bound, tuple(servicers), health_servicer, api_keys, tls, _owns_keys=owns_keys)
+    return bound

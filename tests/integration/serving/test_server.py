@@ -217,3 +217,19 @@ def test_tls_with_a_self_signed_certificate(make_settings, tmp_path, keys):
             err = _code(lambda: serving_pb2_grpc.RecommendationServiceStub(plain).Recommend(
                 serving_pb2.RecommendRequest(), timeout=2))
             assert err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("runtime", ["asyncio", "threads"])
+def test_a_taken_port_is_a_config_error_and_leaves_no_server_thread(make_settings, keys, runtime):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerConfigError, match=f"cannot bind 127.0.0.1:{port}.*choose another serving.port"):
+            build_server(make_settings(serving={"port": port, "runtime": runtime}), [_service()], keys)
+    deadline = time.monotonic() + 5
+    while any(t.name == "serving-loop" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "serving-loop" for t in threading.enumerate()), "the event-loop thread outlived the failed build"
