@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Sequence
 
 import grpc
 
-from serving._interceptors import AuthInterceptor, ErrorInterceptor
+from serving._interceptors import AuthInterceptor, DecodeInterceptor, ErrorInterceptor
 from serving._keys import SCOPES, ApiKeyStore
 from serving._ratelimit import RateLimiter
 from serving.errors import ServerConfigError
@@ -178,6 +178,7 @@ def build_server(
         api_keys = None
         log.warning("serving.require_api_key is off: every caller may call every method")
 
+    interceptors.append(DecodeInterceptor())
     options = [
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
         ("grpc.max_send_message_length", cfg.max_message_bytes),

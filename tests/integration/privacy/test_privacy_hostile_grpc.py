@@ -89,7 +89,7 @@ def test_garbage_bodies_do_not_hurt_the_server(server):
         with pytest.raises(grpc.RpcError) as info:
             raw(body, metadata=md, timeout=5)
         codes.add(info.value.code())
-    assert codes <= {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL}, codes
+    assert codes == {grpc.StatusCode.INVALID_ARGUMENT}, codes
     _assert_healthy(serving_pb2_grpc.RecommendationServiceStub(channel), md)
 
 
@@ -110,4 +110,4 @@ def test_unauthenticated_garbage_is_refused_before_parsing(server):
     raw = channel.unary_unary("/sightline.v1.RecommendationService/Recommend")
     with pytest.raises(grpc.RpcError) as info:
         raw(b"\xff" * 64, timeout=5)
-    assert info.value.code() in {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INTERNAL}
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, info.value.details()

@@ -128,6 +128,17 @@ def test_errors_map_to_status_with_the_bad_field(running, keys):
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and err.details() == "aborted off the loop"
 
 
+def test_a_body_that_does_not_parse_is_invalid_argument_after_auth(running, keys):
+    _, channel, _ = running
+    raw = channel.unary_unary("/sightline.v1.RecommendationService/Recommend")   # bytes in, bytes out
+    md = [("x-api-key", keys.create_key("app", ["recommend"]))]
+    err = _code(lambda: raw(b"\x0a\xff\xff\xff\xff\x0f", metadata=md, timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert "not a valid sightline.v1.RecommendRequest" in err.details() and "send a serialized" in err.details()
+    err = _code(lambda: raw(b"\x0a\xff\xff\xff\xff\x0f", timeout=5))       # no key: refused before the body matters
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_runtime_decides_which_thread_runs_a_method(running, keys):
     """asyncio: the inline method on the event-loop thread, the other on a worker;
     threads: both on workers."""
