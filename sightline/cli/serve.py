@@ -17,8 +17,12 @@ from sightline.cli import get_settings
 @click.option("--processes", type=click.IntRange(1, 64), default=None,
               help="Server processes sharing the port (default: serving.processes, 1). More than one needs a "
                    "shared frequency store (serving.frequency_store sqlite, the local default, or redis).")
+@click.option("--runtime", type=click.Choice(["asyncio", "threads"]), default=None,
+              help="asyncio (default: serving.runtime): one event-loop thread per process runs Recommend "
+                   "to completion, one call at a time; threads: grpc's thread-pool server (serving.workers).")
 @click.pass_context
-def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool, processes: int | None) -> None:
+def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool, processes: int | None,
+        runtime: str | None) -> None:
     """Run the gRPC recommendation and admin server until Ctrl-C / SIGTERM.
 
     Serves RecommendationService (Recommend, ReportFeedback), the admin services other
@@ -39,6 +43,8 @@ def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool, p
         settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"require_api_key": False})})
     if processes is not None:   # ServerGroup.start refuses in-process ('memory') caps with more than one
         settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"processes": processes})})
+    if runtime is not None:
+        settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"runtime": runtime})})
     if settings.serving.processes > 1:
         _serve_group(settings, host, port)
         return
@@ -54,7 +60,8 @@ def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool, p
     except ServingError as exc:
         server.stop(0)
         raise click.ClickException(str(exc)) from None
-    click.echo(f"serving on {server.address} ({'TLS' if server.tls else 'plaintext'}; "
+    click.echo(f"serving on {server.address} ({'TLS' if server.tls else 'plaintext'}, "
+               f"{settings.serving.runtime} runtime; "
                f"services: {', '.join(s.name for s in server.services)}); Ctrl-C stops", err=True)
     try:
         while not stop.wait(0.5):
@@ -79,6 +86,7 @@ def _serve_group(settings, host: str | None, port: int | None) -> None:
     except ServingError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"serving on {group.address} with {n} processes (pids {', '.join(map(str, group.pids))}; "
+               f"{settings.serving.runtime} runtime; "
                f"frequency caps in {settings.frequency_store_kind}); Ctrl-C stops", err=True)
     failed: list = []
     try:

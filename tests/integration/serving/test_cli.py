@@ -31,12 +31,15 @@ def test_keys_create_list_revoke(tmp_path):
     assert bad.exit_code != 0 and "keys list" in bad.output
 
 
-def test_serve_runs_answers_health_and_stops_cleanly(kafka_settings, serving_kit):
+@pytest.mark.parametrize("args, runtime", [([], "asyncio"), (["--runtime", "threads"], "threads")])
+def test_serve_runs_answers_health_and_stops_cleanly(kafka_settings, serving_kit, args, runtime):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    proc, found = serving_kit.start_cli_server(kafka_settings, [], r"serving on (\S+) ", timeout_s=90)
+    proc, found = serving_kit.start_cli_server(kafka_settings, args, r"serving on (\S+) \(\w+, (\w+) runtime",
+                                               timeout_s=90)
     try:
         address = found.group(1)
+        assert found.group(2) == runtime
         with grpc.insecure_channel(address) as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
             assert status.status == health_pb2.HealthCheckResponse.SERVING
