@@ -58,8 +58,10 @@ def _map(exc: Exception, context: grpc.ServicerContext, method: str) -> None:
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(exc).__name__}; see the server log")
 
 
-def _wrap(handler: grpc.RpcMethodHandler, around: Callable[[Callable, object, grpc.ServicerContext], object]):
-    """A handler of the same kind whose behaviour runs through ``around(behaviour, request, context)``."""
+def _wrap(handler: grpc.RpcMethodHandler, around: Callable[[Callable, object, grpc.ServicerContext], object],
+          request_deserializer: Callable[[bytes], object] | None = None):
+    """A handler of the same kind whose behaviour runs through ``around(behaviour, request, context)``
+    (and whose requests ``request_deserializer`` decodes, when given)."""
     if handler.unary_unary:
         inner, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
     elif handler.unary_stream:
@@ -72,7 +74,7 @@ def _wrap(handler: grpc.RpcMethodHandler, around: Callable[[Callable, object, gr
     def behaviour(request, context):
         return around(inner, request, context)
 
-    return make(behaviour, request_deserializer=handler.request_deserializer,
+    return make(behaviour, request_deserializer=request_deserializer or handler.request_deserializer,
                 response_serializer=handler.response_serializer)
 
 
@@ -172,7 +174,7 @@ class DecodeInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or not handler.unary_unary or handler.request_deserializer is None:
             return handler
-        deserialize, inner = handler.request_deserializer, handler.unary_unary
+        deserialize = handler.request_deserializer
         message = getattr(getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None), "full_name",
                           "request message")
 
@@ -182,11 +184,10 @@ class DecodeInterceptor(grpc.ServerInterceptor):
             except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
                 return _Undecodable(str(exc))
 
-        def behaviour(request, context):
+        def around(inner, request, context):
             if isinstance(request, _Undecodable):
                 raise InvalidRequest(f"the request body is not a valid {message} ({request.error}); "
                                      f"send a serialized {message}")
             return inner(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(behaviour, request_deserializer=lenient,
-                                                   response_serializer=handler.response_serializer)
+        return _wrap(handler, around, lenient)
