@@ -168,12 +168,24 @@ class DecodeInterceptor(grpc.ServerInterceptor):
     exception on the asyncio one.
 
     The deserializer never fails; it hands a ``_Undecodable`` to the wrapped behaviour,
-    which raises ``InvalidRequest`` for the error interceptor to map."""
+    which raises ``InvalidRequest`` for the error interceptor to map. Being innermost, it
+    sees the registered handler itself, so the wrapped one is built once per method."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None or not handler.unary_unary or handler.request_deserializer is None:
             return handler
+        method = handler_call_details.method
+        hit = self._wrapped.get(method)
+        if hit is None or hit[0] is not handler:
+            hit = self._wrapped[method] = (handler, self._lenient(handler))
+        return hit[1]
+
+    @staticmethod
+    def _lenient(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         deserialize = handler.request_deserializer
         message = getattr(getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None), "full_name",
                           "request message")

@@ -187,7 +187,7 @@ def build_server(
     if cfg.runtime == "asyncio":
         from serving._aio import LoopServer
 
-        inline = {m for s in servicers for m in s.full_scopes() if m.rsplit("/", 1)[-1] in s.inline}
+        inline = {f"/{s.name}/{m}" for s in servicers for m in s.inline}
         streaming = [f"/{s.name}/{m.name}" for s in servicers for m in _descriptor(s.name).methods
                      if m.client_streaming or m.server_streaming]
         if streaming:
