@@ -57,9 +57,6 @@ class SyncContext:
         self._ctx.set_details(details)
         raise _Aborted(details)
 
-    def abort_with_status(self, status) -> None:
-        self.abort(status.code, status.details, status.trailing_metadata)
-
     def __getattr__(self, name):
         return getattr(self._ctx, name)
 
