@@ -78,6 +78,9 @@ class Catalog:
     """Per row of ``items``: the index of its category in ``categories``."""
     categories: Mapping[str, int] | None = None
     """Category → code in ``category_codes``."""
+    sku_rank: np.ndarray | None = None
+    """Per row of ``items``: its product's place in sku order (0 for creatives): ties between
+    equal scores break by sku in one ``np.lexsort`` instead of sorting Python tuples."""
 
     @property
     def item_ids(self) -> list[str]:
@@ -187,8 +190,11 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
     items, ad_rows, product_rows = _item_columns(ads, products)
     categories: dict[str, int] = {}
     codes = np.array([categories.setdefault(c, len(categories)) for c in items["category"]], dtype=np.int64)
+    sku_rank = np.zeros(len(items["item_id"]), dtype=np.int64)
+    sku_rank[[product_rows[sku] for sku in sorted(product_rows)]] = np.arange(len(product_rows))
     return Catalog(
         items=items, ad_rows=ad_rows, product_rows=product_rows, category_codes=codes, categories=categories,
+        sku_rank=sku_rank,
         named_products={w: _named(products, skus, product_rows, product_words) for w, skus in kept_words.items()},
         budgets={a.campaign_id: a.daily_budget for a in ads},
         ad_index=AdIndex(ads),

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[3]
 
 # Builds a catalog where the words the user said name more products than the limit, and
@@ -65,8 +67,17 @@ def test_best_first_orders_as_a_full_sort_by_score_then_sku():
         scores = [round(rng.random(), 1) for _ in range(n)]            # many ties, also at the cut
         want_order = [i for _, _, i in sorted((-s, p.product.sku, i) for i, (p, s) in enumerate(zip(products, scores)))]
         assert list(best_first(products, scores, want)) == want_order, (n, want)
+        # with the catalog's sku ranks (rows scattered over a larger catalog, as served): one lexsort
+        rows = rng.sample(range(3 * n), n)
+        sku_rank = np.full(3 * n, -7, dtype=np.int64)
+        by_sku = sorted(range(n), key=lambda i: products[i].product.sku)
+        for rank, i in enumerate(by_sku):
+            sku_rank[rows[i]] = rank
+        ranked = [p._replace(row=r) for p, r in zip(products, rows)]
+        assert list(best_first(ranked, scores, want, sku_rank)) == want_order, (n, want, "sku_rank")
     scores[0] = float("nan")
     assert sorted(best_first(products, scores, 3)) == list(range(len(scores))), "NaN: every position, once"
+    assert sorted(best_first(ranked, scores, 3, sku_rank)) == list(range(len(scores))), "NaN, sku_rank: once each"
 
 
 def test_candidates_carry_their_catalog_rows():
@@ -83,3 +94,6 @@ def test_candidates_carry_their_catalog_rows():
     assert all(catalog.items["item_id"][c.row] == c.product.sku for c in found)
     codes = catalog.category_codes[[c.row for c in found]]
     assert all(catalog.categories[c.product.category] == code for c, code in zip(found, codes))
+    # the sku ranks that break score ties: product rows in sku order
+    skus = sorted(catalog.product_rows)
+    assert [int(catalog.sku_rank[catalog.product_rows[s]]) for s in skus] == list(range(len(skus)))
