@@ -36,7 +36,8 @@ class AdCandidate(NamedTuple):
     spec: AdSpec
     match: Match
     row: int = -1
-    """The ad's row in ``Catalog.items`` (its position in ``Catalog.ads``; -1: built without a catalog)."""
+    """The ad's row in ``Catalog.items`` (``Catalog.ad_row0`` + its position in ``Catalog.ads``;
+    -1: built without a catalog)."""
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Catalog:
     or None, row in items, title and brand words)`` of its in-stock products (a request checks ~100 of
     them; attribute lookups add up)."""
     items: Mapping[str, list] | None = None
-    """Every servable creative then every product as columns of the ranker's item attributes
+    """Every product then every servable creative as columns of the ranker's item attributes
     (``item_id``, ``item_kind``, ``advertiser_id``, ``campaign_id``, ``category``, ``brand``,
     ``price``, ``rating``): a registered model encodes them once per snapshot, and a request
     hands it row numbers (``models.Scorer.score_items``)."""
@@ -81,10 +82,15 @@ class Catalog:
     sku_rank: np.ndarray | None = None
     """Per row of ``items``: its product's place in sku order (0 for creatives): ties between
     equal scores break by sku in one ``np.lexsort`` instead of sorting Python tuples."""
+    ad_row0: int = 0
+    """The row of ``ads[0]`` in ``items`` (the products come first)."""
+    product_side: "ProductSide | None" = None
+    """What was derived from the products alone; the next snapshot reuses it while its
+    products are the same objects (``build_catalog``)."""
 
     @property
     def item_ids(self) -> list[str]:
-        return [a.creative_id for a in self.ads] + list(self.products)
+        return list(self.products) + [a.creative_id for a in self.ads]
 
     @property
     def campaign_ids(self) -> list[str]:
@@ -154,15 +160,75 @@ def item_attributes(specs: Sequence[AdSpec], products: Sequence) -> dict[str, li
 
 
 def _item_columns(ads, products) -> tuple[dict[str, list], dict[str, int], dict[str, int]]:
-    """``Catalog.items`` (every creative, then every product) and each one's row."""
+    """``Catalog.items`` (every product, then every creative) and each one's row."""
     prods = list(products.values())
-    ad_rows = {a.creative_id: i for i, a in enumerate(ads)}
-    product_rows = {p.sku: len(ads) + j for j, p in enumerate(prods)}
-    return item_attributes(ads, prods), ad_rows, product_rows
+    product_rows = {p.sku: j for j, p in enumerate(prods)}
+    ad_rows = {a.creative_id: len(prods) + i for i, a in enumerate(ads)}
+    return _merge_columns(item_attributes((), prods), item_attributes(ads, ())), ad_rows, product_rows
 
 
-def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
-    """Derive the request-path view of a ``CampaignSnapshot`` (once per snapshot version)."""
+def _merge_columns(first: Mapping[str, list], then: Mapping[str, list]) -> dict[str, list]:
+    return {k: first[k] + then[k] for k in first}
+
+
+@dataclass(frozen=True)
+class ProductSide:
+    """The part of a ``Catalog`` that depends on the products alone (~0.5 s of the ~0.7 s
+    build for 53k products). Products come first in ``Catalog.items``, so their rows do not
+    move when the ads do, and a campaign edit (a pause, a budget, a bid: the common change)
+    rebuilds only the ad side."""
+
+    products: Mapping[str, object]
+    """The snapshot's ``products`` this was derived from (reused while it is the same object)."""
+    source_by_category: Mapping[str, tuple]
+    """The snapshot's ``products_by_category`` (likewise)."""
+    by_category: Mapping[str, tuple]
+    words: Mapping[str, frozenset[str]]
+    word_index: Mapping[str, tuple[str, ...]]
+    top_leaves: Mapping[str, tuple[str, ...]]
+    named: Mapping[str, tuple]
+    heads: Mapping[str, tuple]
+    columns: Mapping[str, list]
+    rows: Mapping[str, int]
+    sku_rank: np.ndarray
+
+
+def product_side(snapshot, index: ContextIndex) -> ProductSide:
+    """Everything ``build_catalog`` derives from the products (see ``ProductSide``)."""
+    products = snapshot.products
+    # best-rated first, so a request reads only the head of each leaf
+    by_cat = {k: tuple(sorted(v, key=lambda p: (-(p.quality or 0.5), p.sku)))
+              for k, v in snapshot.products_by_category.items() if not index.is_sensitive(k)}
+    product_words = {sku: frozenset(words(f"{p.title} {p.brand}", limit=20)) for sku, p in products.items()}
+    word_index: dict[str, list[str]] = {}
+    for sku, ws in product_words.items():
+        for w in ws:
+            word_index.setdefault(w, []).append(sku)
+    top_leaves: dict[str, list[str]] = {}
+    for cat in by_cat:
+        top_leaves.setdefault(cat.split("/", 1)[0], []).append(cat)
+    kept_words = {w: tuple(skus) for w, skus in word_index.items() if len(skus) <= 300}
+    prods = list(products.values())
+    rows = {p.sku: j for j, p in enumerate(prods)}
+    sku_rank = np.zeros(len(prods), dtype=np.int64)
+    sku_rank[[rows[sku] for sku in sorted(rows)]] = np.arange(len(rows))
+    return ProductSide(
+        products=products, source_by_category=snapshot.products_by_category, by_category=by_cat,
+        words=product_words, word_index=kept_words, top_leaves={k: tuple(v) for k, v in top_leaves.items()},
+        named={w: _named(products, skus, rows, product_words) for w, skus in kept_words.items()},
+        heads={k: _heads(v, rows, product_words) for k, v in by_cat.items()},
+        columns=item_attributes((), prods), rows=rows, sku_rank=sku_rank)
+
+
+def build_catalog(snapshot, index: ContextIndex, day, previous: Catalog | None = None) -> Catalog:
+    """Derive the request-path view of a ``CampaignSnapshot`` (once per snapshot version).
+
+    ``previous`` (the catalog being replaced) lends its ``ProductSide`` when the snapshot's
+    products are the very objects it was derived from (``campaigns.load_snapshot`` keeps
+    them while the store's products version has not moved)."""
+    side = previous.product_side if previous is not None else None
+    if side is None or side.products is not snapshot.products or side.source_by_category is not snapshot.products_by_category:
+        side = product_side(snapshot, index)
     ads = _ad_specs(snapshot, index, day)
     scene_cats: dict[str, dict[str, float]] = {}
     for a in ads:
@@ -174,35 +240,20 @@ def build_catalog(snapshot, index: ContextIndex, day) -> Catalog:
     for scene, cats in scene_cats.items():   # normalise: the scene's most advertised leaf weighs 0.6
         top = max(cats.values())
         scene_cats[scene] = {c: 0.6 * w / top for c, w in cats.items()}
-    # best-rated first, so a request reads only the head of each leaf
-    by_cat = {k: tuple(sorted(v, key=lambda p: (-(p.quality or 0.5), p.sku)))
-              for k, v in snapshot.products_by_category.items() if not index.is_sensitive(k)}
-    product_words = {sku: frozenset(words(f"{p.title} {p.brand}", limit=20)) for sku, p in snapshot.products.items()}
-    word_index: dict[str, list[str]] = {}
-    for sku, ws in product_words.items():
-        for w in ws:
-            word_index.setdefault(w, []).append(sku)
-    top_leaves: dict[str, list[str]] = {}
-    for cat in by_cat:
-        top_leaves.setdefault(cat.split("/", 1)[0], []).append(cat)
-    products = snapshot.products
-    kept_words = {w: tuple(skus) for w, skus in word_index.items() if len(skus) <= 300}
-    items, ad_rows, product_rows = _item_columns(ads, products)
+    n_products = len(side.rows)
+    items = _merge_columns(side.columns, item_attributes(ads, ()))
+    ad_rows = {a.creative_id: n_products + i for i, a in enumerate(ads)}
     categories: dict[str, int] = {}
     codes = np.array([categories.setdefault(c, len(categories)) for c in items["category"]], dtype=np.int64)
-    sku_rank = np.zeros(len(items["item_id"]), dtype=np.int64)
-    sku_rank[[product_rows[sku] for sku in sorted(product_rows)]] = np.arange(len(product_rows))
     return Catalog(
-        items=items, ad_rows=ad_rows, product_rows=product_rows, category_codes=codes, categories=categories,
-        sku_rank=sku_rank,
-        named_products={w: _named(products, skus, product_rows, product_words) for w, skus in kept_words.items()},
+        items=items, ad_rows=ad_rows, product_rows=side.rows, category_codes=codes, categories=categories,
+        sku_rank=np.concatenate([side.sku_rank, np.zeros(len(ads), dtype=np.int64)]), ad_row0=n_products,
+        product_side=side, named_products=side.named,
         budgets={a.campaign_id: a.daily_budget for a in ads},
         ad_index=AdIndex(ads),
-        version=snapshot.version, ads=tuple(ads), products=snapshot.products, products_by_category=by_cat,
-        product_heads={k: _heads(v, product_rows, product_words) for k, v in by_cat.items()},
-        product_words=product_words,
-        word_index=kept_words,
-        scene_categories=scene_cats, top_leaves={k: tuple(v) for k, v in top_leaves.items()},
+        version=snapshot.version, ads=tuple(ads), products=snapshot.products, products_by_category=side.by_category,
+        product_heads=side.heads, product_words=side.words, word_index=side.word_index,
+        scene_categories=scene_cats, top_leaves=side.top_leaves,
     )
 
 
@@ -216,8 +267,8 @@ def ad_candidates(catalog: Catalog, ctx: RequestContext, now: datetime, index: C
     if ads is None:
         ads = catalog.ad_index = AdIndex(catalog.ads)
     selected, refused = ads.select(ctx, now, limit)
-    specs = catalog.ads
-    return [AdCandidate(specs[i], Match(True, "ok", relevance), i) for i, relevance in selected], refused
+    specs, row0 = catalog.ads, catalog.ad_row0
+    return [AdCandidate(specs[i], Match(True, "ok", relevance), row0 + i) for i, relevance in selected], refused
 
 
 def context_categories(catalog: Catalog, ctx: RequestContext, affinity: Mapping[str, float] = {}) -> dict[str, float]:

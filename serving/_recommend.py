@@ -169,11 +169,11 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         return current
 
     def _build_catalog(self, snap) -> None:
-        catalog = build_catalog(snap, self._index, datetime.now(timezone.utc).date())
+        catalog = build_catalog(snap, self._index, datetime.now(timezone.utc).date(), previous=self._catalog)
         columns = getattr(self._item_features, "columns", None)
         if columns is not None and catalog.items is not None:
             catalog.stats = columns(len(catalog.items["item_id"]), {**catalog.product_rows, **catalog.ad_rows},
-                                    [a.campaign_id for a in catalog.ads])
+                                    [(catalog.ad_rows[a.creative_id], a.campaign_id) for a in catalog.ads])
         self.prepare_rankers(catalog)
         self._catalog, self._catalog_snap = catalog, snap
         self.counters.add("catalog_builds")

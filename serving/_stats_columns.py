@@ -14,7 +14,7 @@ path leaves such a key out, and readers treat NaN the same way.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -22,17 +22,16 @@ import numpy as np
 class StatsColumns:
     """Columns ``<kind>_<feature> → float64[rows]`` for the rows of one catalog.
 
-    ``item_rows``: item id (creative id or sku) → row; ``ad_campaigns``: the campaign of
-    each ad row (ads are rows ``0 .. len - 1``), whose campaign statistics every ad of
-    that campaign carries. Not thread-safe for writers: ``ItemFeatures`` writes under its
+    ``item_rows``: item id (creative id or sku) → row; ``ad_campaigns``: (row, campaign id)
+    of each ad, whose campaign statistics every ad of that campaign carries. Not thread-safe for writers: ``ItemFeatures`` writes under its
     lock; a reader may see a row half updated, which for statistics is harmless.
     """
 
-    def __init__(self, n_rows: int, item_rows: Mapping[str, int], ad_campaigns: Sequence[str]) -> None:
+    def __init__(self, n_rows: int, item_rows: Mapping[str, int], ad_campaigns: Iterable[tuple[int, str]]) -> None:
         self.n_rows = n_rows
         self._item_rows = item_rows
         by_campaign: dict[str, list[int]] = {}
-        for row, cid in enumerate(ad_campaigns):
+        for row, cid in ad_campaigns:
             by_campaign.setdefault(cid, []).append(row)
         self._campaign_rows = {cid: np.asarray(rows, dtype=np.int64) for cid, rows in by_campaign.items()}
         self.values: dict[str, np.ndarray] = {}

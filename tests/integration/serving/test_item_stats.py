@@ -84,7 +84,7 @@ def test_two_subscribers_share_one_hub_and_see_changes(serving_settings):
             assert first.campaign("hub-c")["campaign_impressions_24h"] == 30
             assert first.item("hub-missing") == {}
             # a catalog's statistics as columns: rows 0-1 are ads of campaign hub-c, row 2 a product
-            columns = first.columns(3, {"hub-a": 0, "hub-b": 2, "hub-missing": 1}, ["hub-c", "hub-c"])
+            columns = first.columns(3, {"hub-a": 0, "hub-b": 2, "hub-missing": 1}, [(0, "hub-c"), (1, "hub-c")])
             np.testing.assert_array_equal(columns.get("item_impressions_24h", np.arange(3)), [100, 0, 200])
             np.testing.assert_array_equal(columns.get("campaign_impressions_24h", np.arange(3)), [30, 30, 0])
             # a late subscriber gets the rows already read, without waiting for the next read

@@ -93,8 +93,9 @@ def test_ad_candidates_carry_relevance_and_shown_ads_get_matchs_explanation(inde
     rng = random.Random(7)
     ads = [_ad(rng, i) for i in range(200)]
 
-    class _Catalog:       # ad_candidates reads only these two attributes
+    class _Catalog:       # ad_candidates reads only these three attributes
         ad_index = None
+        ad_row0 = 7       # the products come first in the catalog's rows
 
     cat = _Catalog()
     cat.ads = tuple(ads)
@@ -104,7 +105,7 @@ def test_ad_candidates_carry_relevance_and_shown_ads_get_matchs_explanation(inde
         cands, _ = ad_candidates(cat, ctx, NOW, index, limit=50)
         for c in cands:
             m = match(c.spec, ctx, NOW, index)
-            assert m.ok and c.match.relevance == m.relevance and c.spec is ads[c.row]
+            assert m.ok and c.match.relevance == m.relevance and c.spec is ads[c.row - 7]
             assert explain(c.spec, ctx, NOW, index) == m.explanation != ""
             hits += 1
     assert cat.ad_index is not None and hits > 100

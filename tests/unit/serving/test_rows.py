@@ -114,7 +114,8 @@ def _with_columns(rows: CandidateRows, features: _Stats, with_rows: bool) -> Can
     from serving._stats_columns import StatsColumns
 
     catalog = rows._catalog
-    ad_campaigns = [""] + [a.spec.campaign_id for a in reversed(rows._ads)]     # row 0: the spare ad
+    ad_campaigns = [(catalog.ad_rows["spare"], "")] + [(catalog.ad_rows[a.spec.creative_id], a.spec.campaign_id)
+                                                      for a in rows._ads]
     stats = StatsColumns(len(catalog.items["item_id"]), {**catalog.product_rows, **catalog.ad_rows}, ad_campaigns)
     stats.fill("item", features._items.items())
     stats.fill("campaign", features._campaigns.items())
@@ -150,7 +151,7 @@ def test_statistics_as_columns_read_what_the_rows_read():
 def test_stats_columns_follow_changes_and_removals():
     from serving._stats_columns import StatsColumns
 
-    stats = StatsColumns(5, {"a": 0, "b": 1, "p": 4}, ["c1", "c2", "c1"])
+    stats = StatsColumns(5, {"a": 0, "b": 1, "p": 4}, enumerate(["c1", "c2", "c1"]))
     stats.set("item", "a", {"item_ctr_24h": 0.5, "item_impressions_24h": 10})
     stats.set("item", "nobody", {"item_ctr_24h": 0.9})                       # not in this catalog
     stats.set("campaign", "c1", {"campaign_spend_24h": 2.0, "campaign_note": "text"})

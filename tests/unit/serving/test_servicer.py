@@ -176,9 +176,9 @@ def test_a_new_snapshot_is_built_off_the_request_path(monkeypatch):
     release = threading.Event()
     real = recommend.build_catalog
 
-    def slow_build(*args):
+    def slow_build(*args, **kwargs):
         release.wait(5)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(recommend, "build_catalog", slow_build)
     snaps.snap = CampaignSnapshot(      # the marketer paused c1: no campaign left
@@ -189,6 +189,7 @@ def test_a_new_snapshot_is_built_off_the_request_path(monkeypatch):
     release.set()
     rebuilt = servicer.wait_for_catalog(timeout=5)
     assert rebuilt is not first and rebuilt.version == (1, 2)
+    assert rebuilt.product_side is first.product_side, "a campaign edit reuses what the products gave"
     assert not servicer.Recommend(_req(), None).ads
     assert servicer.stats()["catalog_builds"] == 2
 
@@ -202,7 +203,7 @@ def test_a_snapshot_that_fails_to_build_keeps_the_previous_catalog_and_is_not_re
     first = servicer.catalog()
     calls = []
 
-    def broken(*args):
+    def broken(*args, **kwargs):
         calls.append(args)
         raise ValueError("bad snapshot")
 
