@@ -93,3 +93,14 @@ store_versions = Table(
     Column("name", String(32), primary_key=True),
     Column("version", Integer, nullable=False),
 )
+
+spend_ledger = Table(
+    "spend_ledger", metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("spent", Float, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+"""What serving charged each campaign per UTC day (days since the epoch), summed over every
+server process: a restarted process takes its share of it instead of pacing the day's
+budget again from zero (``serving._delivery``)."""

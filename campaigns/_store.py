@@ -581,6 +581,33 @@ class CampaignStore:
                            entity_type=r["entity_type"], entity_id=r["entity_id"], before=r["before"],
                            after=r["after"]) for r in rows]
 
+    # --- spend ledger (written by serving) ----------------------------------------------
+    def add_spend(self, day: int, charges: Mapping[str, float], *, keep_days: int = 7) -> None:
+        """Add ``charges`` (campaign id → money) to what was charged on UTC ``day`` (days since
+        the epoch), in one transaction; days older than ``keep_days`` are dropped. Increments,
+        so any number of server processes may add at once without losing each other's."""
+        rows = [{"campaign_id": cid, "day": int(day), "spent": float(amount), "updated_at": _now()}
+                for cid, amount in charges.items() if amount]
+        if not rows:
+            return
+        if self._engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(T.spend_ledger)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[T.spend_ledger.c.campaign_id, T.spend_ledger.c.day],
+            set_={"spent": T.spend_ledger.c.spent + stmt.excluded.spent, "updated_at": stmt.excluded.updated_at})
+        with self._engine.begin() as conn:
+            conn.execute(stmt, rows)
+            conn.execute(sa.delete(T.spend_ledger).where(T.spend_ledger.c.day < int(day) - keep_days))
+
+    def spend_on(self, day: int) -> dict[str, float]:
+        """Campaign id → money charged on UTC ``day`` by every server (``add_spend``)."""
+        with self._engine.connect() as conn:
+            return dict(conn.execute(sa.select(T.spend_ledger.c.campaign_id, T.spend_ledger.c.spent)
+                                     .where(T.spend_ledger.c.day == int(day))).all())
+
     # --- snapshot reads (used by campaigns._snapshot) --------------------------------
     def _read_active(self) -> tuple[tuple[int, int], list[Campaign], list[Advertiser]]:
         with self._engine.connect() as conn:

@@ -68,16 +68,22 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
         from serving._caps import frequency_store
 
         caps = frequency_store(settings)
+    own_pacing = pacing is None
     if pacing is None:
         from serving._delivery import PacingBook
 
         pacing = PacingBook(share=1.0 / settings.serving.processes)
+    ledger = None
     if snapshots is None:
         from campaigns import CampaignStore, SnapshotCache
 
         store = CampaignStore.from_settings(settings)
         snapshots = SnapshotCache(store, refresh_s=settings.serving.snapshot_refresh_s)
         owned.append(snapshots)
+        if own_pacing:
+            from serving._spend import SpendLedger
+
+            ledger = SpendLedger(pacing, store, flush_s=settings.serving.pacing_flush_s, clock=clock or time.time)
     if rankers is None:
         rankers = RegistryRankers(registry_loader(settings))
     if events is None:
@@ -108,6 +114,7 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
         item_features = ItemFeatures(settings, servicer.catalog_ids, version_fn=servicer.catalog,
                                      hub_address=str(hub) if hub else None)
     servicer._item_features = item_features
+    servicer.spend_ledger = ledger
 
     def on_start() -> None:
         try:
@@ -119,6 +126,9 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
                               "or set SIGHTLINE_KAFKA_BOOTSTRAP") from exc
         for cache in owned:
             cache.start()
+        if ledger is not None:
+            ledger.restore()     # before the first request: today's spend so far, this process's share
+            ledger.start()
         servicer.catalog()
         if user_features is not None:
             try:
@@ -136,6 +146,8 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
         gc.freeze()
 
     def on_stop() -> None:
+        if ledger is not None:
+            ledger.stop()
         if item_features is not None:
             item_features.stop()
         for cache in owned:

@@ -4,6 +4,10 @@ expected cost of served CPC impressions still waiting for their click.
 Single-server view: spend is what this server charged (CPM impressions it served, CPC
 clicks reported to it). Behind a load balancer each server paces an equal share of
 the budget (``share``), see docs/serving.md.
+
+What it charges is also handed out (``take_charges``) for a durable ledger shared by every
+server (``CampaignStore.add_spend``); a server starting mid-day ``restore``s its share of
+today's ledger, so a restart does not pace the day's budget again from zero.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from serving._pacing import DAY_S, PacerState, PacingConfig, PlanCurve, admit, u
 class _Campaign:
     state: PacerState
     pending: deque  # (t, expected cost) of CPC impressions within the click window
+    unflushed: float = 0.0  # charged since the last take_charges
 
 
 class PacingBook:
@@ -95,6 +100,7 @@ class PacingBook:
             state = entry.state
             state.spent += charge
             state.issued += charge
+            entry.unflushed += charge
             if click_price:
                 cost, var = click_price * pctr, click_price * click_price * pctr * (1 - pctr)
                 entry.pending.append((t, cost, var))
@@ -110,6 +116,41 @@ class PacingBook:
         with self._lock:
             entry, _ = self._get(campaign_id, budget, t)
             entry.state.spent += charge
+            entry.unflushed += charge
+
+    def take_charges(self) -> dict[int, dict[str, float]]:
+        """Day → campaign → what was charged since the last call (whole charges, not this
+        server's share); the book forgets them, so hand them back with ``give_back`` if
+        they could not be stored."""
+        out: dict[int, dict[str, float]] = {}
+        with self._lock:
+            for (campaign_id, day), entry in self._book.items():
+                if entry.unflushed:
+                    out.setdefault(day, {})[campaign_id] = entry.unflushed
+                    entry.unflushed = 0.0
+        return out
+
+    def give_back(self, charges: dict[int, dict[str, float]]) -> None:
+        """Charges ``take_charges`` gave that were not stored: the next call hands them out again."""
+        with self._lock:
+            for day, by_campaign in charges.items():
+                for campaign_id, amount in by_campaign.items():
+                    entry = self._book.get((campaign_id, day))
+                    if entry is not None:
+                        entry.unflushed += amount
+
+    def restore(self, day: int, spent: dict[str, float]) -> None:
+        """Start ``day`` from what every server charged so far (``CampaignStore.spend_on``):
+        this server takes its ``share``. Called before serving, so nothing is counted twice;
+        the budget is set by the first request that asks for the campaign."""
+        with self._lock:
+            for campaign_id, amount in spent.items():
+                key = (campaign_id, int(day))
+                entry = self._book.get(key)
+                if entry is None:
+                    entry = self._book[key] = _Campaign(PacerState(budget=0.0), deque())
+                entry.state.spent += amount * self.share
+                entry.state.issued += amount * self.share
 
     def status(self, campaign_id: str, t: float) -> PacerState | None:
         with self._lock:

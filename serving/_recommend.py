@@ -121,6 +121,8 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         self._events = events
         self._user_features = user_features
         self._item_features = item_features
+        self.spend_ledger = None
+        """``serving._spend.SpendLedger`` of this process's pacing (set by ``recommendation_service``)."""
         self._experiments = experiments
         self.defaults = defaults or Defaults(
             ranker=settings.models.serving_alias, reserve_ecpm=settings.serving.reserve_ecpm,
@@ -241,6 +243,8 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         if items is not None and hasattr(items, "refreshes"):
             out["item_stats"] = {"shared": bool(getattr(items, "shared", False)), "refreshes": items.refreshes,
                                  "failures": items.failures}
+        if self.spend_ledger is not None:
+            out["spend_ledger"] = {"flushes": self.spend_ledger.flushes, "failures": self.spend_ledger.failures}
         return out
 
     def erase_user(self, user_id: str) -> dict:

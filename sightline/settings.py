@@ -116,6 +116,10 @@ class ServingSettings(_Section):
     1: the server's workers already run requests side by side, and torch's default (a thread
     per core, spinning between operations) doubled the CPU of every TorchRec Recommend
     (in-process 11.0 → 5.6 ms a call on 2 cores)."""
+    pacing_flush_s: float = Field(1.0, gt=0, le=60)
+    """How often each server process adds what it charged to the campaign store's spend ledger,
+    from which a restarted process resumes the day's spend (``serving._spend``): a crash loses
+    at most this much of its charges."""
     processes: int = Field(1, ge=1, le=64)
     """Server processes of ``sightline serve`` sharing the port (SO_REUSEPORT; the kernel spreads
     connections over them). Each paces 1/N of every budget and allows 1/N of every key's rate;

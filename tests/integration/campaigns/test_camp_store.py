@@ -32,10 +32,10 @@ def test_migrations_run_on_open_and_are_idempotent(store_url):
         CampaignStore.open(store_url).close()
     engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
         names = set(sa.inspect(conn).get_table_names())
     engine.dispose()
-    assert {"advertisers", "campaigns", "creatives", "products", "audit_log", "store_versions"} <= names
+    assert {"advertisers", "campaigns", "creatives", "products", "audit_log", "store_versions", "spend_ledger"} <= names
 
 
 def test_campaign_crud_and_audit(store, acme, campaign_doc):
@@ -236,3 +236,32 @@ def test_concurrent_first_open_migrates_once(store_url):
         assert all(pool.map(open_close, range(4)))
     with CampaignStore.open(store_url) as s:
         assert s.versions() == (0, 0)
+
+
+def test_spend_ledger_adds_from_several_servers_at_once(store_url):
+    """Server processes add what they charged to one total per campaign and day; none may
+    overwrite another's increment (a lost increment is budget paced twice after a restart)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from campaigns import CampaignStore
+
+    day = 20_000
+    stores = [CampaignStore.open(store_url) for _ in range(4)]
+    try:
+        def add(k: int) -> bool:
+            for _ in range(25):
+                stores[k].add_spend(day, {"c1": 0.01, f"only-{k}": 1.0, "zero": 0.0})
+            return True
+
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(add, range(4)))
+        spent = stores[0].spend_on(day)
+        assert spent["c1"] == pytest.approx(4 * 25 * 0.01)
+        assert {k: spent[f"only-{k}"] for k in range(4)} == {k: pytest.approx(25.0) for k in range(4)}
+        assert "zero" not in spent, "nothing charged, nothing written"
+        assert stores[1].spend_on(day + 1) == {}
+        stores[2].add_spend(day + 8, {"c1": 2.0})          # a week later: the old day is dropped
+        assert stores[3].spend_on(day) == {} and stores[3].spend_on(day + 8) == {"c1": 2.0}
+    finally:
+        for s in stores:
+            s.close()

@@ -256,3 +256,51 @@ def test_feature_store_down_degrades_to_context_only(tmp_path, serving_kit):
         assert r.servicer.stats().get("user_features_fallback_store_down", 0) >= 1
     finally:
         serving_kit.stop_server(r)
+
+
+def test_a_restarted_server_does_not_grant_a_spent_budget_again(tmp_path, serving_kit):
+    """A deploy mid-day restarts the server: today's spend must come back (the spend ledger in
+    the campaign store), or a campaign that used its budget serves its whole budget again."""
+    import time
+
+    from campaigns import CampaignStore
+    from serving._pacing import DAY_S
+    from sightline.settings import load_settings
+
+    seed_world, start_server, stop_server = serving_kit.seed_world, serving_kit.start_server, serving_kit.stop_server
+    settings = load_settings(env={}, data_dir=tmp_path / "data", serving={"port": 0, "pacing_flush_s": 0.2})
+    seed_world(settings.campaign_db_url)
+
+    def tiny_spend(running, users: str) -> float:
+        spent = 0.0
+        for i in range(40):
+            for ad in running.recommend(req(user=f"{users}-{i}", ads=1, sugg=0, scene="gym")).ads:
+                if ad.campaign_id == "c-tiny":
+                    spent += ad.price_charged
+        return spent
+
+    # a reserve, so the campaign alone in its auction pays something (as in the module's server)
+    kw = dict(feature_store=False, use_experiments=False, defaults=Defaults(reserve_ecpm=10.0))
+    first = start_server(settings, **kw)
+    try:
+        before = tiny_spend(first, "a")
+        booked = first.servicer.pacing.status("c-tiny", time.time()).spent
+    finally:
+        stop_server(first)                       # stopping flushes what is left
+    assert before > 0.1 and booked == pytest.approx(before)
+    store = CampaignStore.open(settings.campaign_db_url)
+    try:
+        assert store.spend_on(int(time.time() // DAY_S))["c-tiny"] == pytest.approx(before)
+    finally:
+        store.close()
+
+    second = start_server(settings, **kw)
+    try:
+        resumed = second.servicer.pacing.status("c-tiny", time.time())
+        assert resumed is not None, "the restarted server starts the day from nothing spent"
+        assert resumed.spent == pytest.approx(before)
+        after = tiny_spend(second, "b")
+        assert second.servicer.stats()["spend_ledger"]["failures"] == 0
+    finally:
+        stop_server(second)
+    assert before + after <= 0.2 * 1.02 + 1e-9, f"spent {before} then {after} of a 0.2 daily budget"

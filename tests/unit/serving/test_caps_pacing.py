@@ -140,3 +140,58 @@ def test_pacing_spends_everything_it_can_when_demand_is_below_budget():
 def test_hard_guard_stops_at_the_budget():
     state = PacerState(budget=1.0, spent=0.99)
     assert not admit(state, 0.0, 0.02) and admit(state, 0.0, 0.01)
+
+
+def test_the_book_hands_out_each_charge_once_and_resumes_a_share_of_the_day():
+    from serving._delivery import PacingBook
+
+    t = 20_000 * DAY_S + 3600.0
+    book = PacingBook(share=0.5)
+    book.served("cpm", 10.0, t, charge=0.02)
+    book.served("cpc", 10.0, t, click_price=1.0, pctr=0.1)     # expected, not charged
+    book.clicked("cpc", 10.0, t + 5, 1.0)
+    book.served("free", None, t, charge=5.0)                   # no budget: not paced, not recorded
+    first = book.take_charges()
+    assert first == {20_000: {"cpm": pytest.approx(0.02), "cpc": pytest.approx(1.0)}}
+    assert book.take_charges() == {}, "each charge once"
+    book.give_back(first)                                      # the store was down
+    assert book.take_charges() == first
+    # a server starting mid-day: its share of what every server charged, budget from the first ask
+    fresh = PacingBook(share=0.5)
+    fresh.restore(20_000, {"cpm": 9.0})
+    assert fresh.status("cpm", t).spent == pytest.approx(4.5)
+    assert fresh.can_afford("cpm", 10.0, t, 0.4) and not fresh.can_afford("cpm", 10.0, t, 0.6)
+    assert fresh.take_charges() == {}, "restored spend is not charged again"
+
+
+def test_spend_ledger_flushes_restores_and_keeps_charges_through_an_outage():
+    from serving._delivery import PacingBook
+    from serving._spend import SpendLedger
+
+    class Store:
+        def __init__(self):
+            self.totals, self.down = {}, False
+
+        def add_spend(self, day, charges):
+            if self.down:
+                raise ConnectionError("store down")
+            for cid, amount in charges.items():
+                self.totals[(day, cid)] = self.totals.get((day, cid), 0.0) + amount
+
+        def spend_on(self, day):
+            return {cid: v for (d, cid), v in self.totals.items() if d == day}
+
+    t = 20_000 * DAY_S + 60.0
+    store, book = Store(), PacingBook()
+    ledger = SpendLedger(book, store, flush_s=60, clock=lambda: t)
+    book.served("c", 1.0, t, charge=0.25)
+    store.down = True
+    assert not ledger.flush() and ledger.failures == 1
+    store.down = False
+    book.served("c", 1.0, t, charge=0.25)
+    assert ledger.flush() and store.totals == {(20_000, "c"): 0.5}
+    restarted = PacingBook()
+    assert SpendLedger(restarted, store, clock=lambda: t).restore() == {"c": 0.5}
+    assert restarted.status("c", t).spent == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="flush_s"):
+        SpendLedger(book, store, flush_s=0)
