@@ -173,10 +173,10 @@ def _merge_columns(first: Mapping[str, list], then: Mapping[str, list]) -> dict[
 
 @dataclass(frozen=True)
 class ProductSide:
-    """The part of a ``Catalog`` that depends on the products alone (~0.5 s of the ~0.7 s
-    build for 53k products). Products come first in ``Catalog.items``, so their rows do not
-    move when the ads do, and a campaign edit (a pause, a budget, a bid: the common change)
-    rebuilds only the ad side."""
+    """The part of a ``Catalog`` that depends on the products alone: nearly all of the build
+    for 53k products (1.44 s of CPU from scratch, 0.085 s reusing this; bench.serve's world).
+    Products come first in ``Catalog.items``, so their rows do not move when the ads do, and
+    a campaign edit (a pause, a budget, a bid: the common change) rebuilds only the ad side."""
 
     products: Mapping[str, object]
     """The snapshot's ``products`` this was derived from (reused while it is the same object)."""
@@ -227,7 +227,8 @@ def build_catalog(snapshot, index: ContextIndex, day, previous: Catalog | None =
     products are the very objects it was derived from (``campaigns.load_snapshot`` keeps
     them while the store's products version has not moved)."""
     side = previous.product_side if previous is not None else None
-    if side is None or side.products is not snapshot.products or side.source_by_category is not snapshot.products_by_category:
+    if (side is None or side.products is not snapshot.products
+            or side.source_by_category is not snapshot.products_by_category):
         side = product_side(snapshot, index)
     ads = _ad_specs(snapshot, index, day)
     scene_cats: dict[str, dict[str, float]] = {}

@@ -126,7 +126,8 @@ def _edit_world():
 
     def snap(version, campaigns, prods):
         by_cat = {leaf: tuple(p for p in prods.values() if p.category == leaf) for leaf in leaves}
-        return CampaignSnapshot(version=version, loaded_at=now, campaigns=MappingProxyType({c.id: c for c in campaigns}),
+        return CampaignSnapshot(version=version, loaded_at=now,
+                                campaigns=MappingProxyType({c.id: c for c in campaigns}),
                                 advertisers=MappingProxyType({"a1": Advertiser(id="a1", name="A")}),
                                 products=prods, products_by_category=MappingProxyType(by_cat))
 
