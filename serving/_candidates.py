@@ -79,14 +79,20 @@ class Catalog:
     """Per row of ``items``: the index of its category in ``categories``."""
     categories: Mapping[str, int] | None = None
     """Category → code in ``category_codes``."""
-    sku_rank: np.ndarray | None = None
-    """Per row of ``items``: its product's place in sku order (0 for creatives): ties between
-    equal scores break by sku in one ``np.lexsort`` instead of sorting Python tuples."""
-    ad_row0: int = 0
-    """The row of ``ads[0]`` in ``items`` (the products come first)."""
     product_side: "ProductSide | None" = None
     """What was derived from the products alone; the next snapshot reuses it while its
     products are the same objects (``build_catalog``)."""
+
+    @property
+    def sku_rank(self) -> np.ndarray | None:
+        """Per product row of ``items``: the product's place in sku order (None for a catalog
+        built by hand): ties between equal scores break by sku in one ``np.lexsort``."""
+        return self.product_side.sku_rank if self.product_side is not None else None
+
+    @property
+    def ad_row0(self) -> int:
+        """The row of ``ads[0]`` in ``items`` (the products come first)."""
+        return len(self.product_rows) if self.product_rows else 0
 
     @property
     def item_ids(self) -> list[str]:
@@ -248,7 +254,6 @@ def build_catalog(snapshot, index: ContextIndex, day, previous: Catalog | None =
     codes = np.array([categories.setdefault(c, len(categories)) for c in items["category"]], dtype=np.int64)
     return Catalog(
         items=items, ad_rows=ad_rows, product_rows=side.rows, category_codes=codes, categories=categories,
-        sku_rank=np.concatenate([side.sku_rank, np.zeros(len(ads), dtype=np.int64)]), ad_row0=n_products,
         product_side=side, named_products=side.named,
         budgets={a.campaign_id: a.daily_budget for a in ads},
         ad_index=AdIndex(ads),

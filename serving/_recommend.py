@@ -418,7 +418,9 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
 
         n_sugg = request.surfaces.suggestions
         per_brand: Counter = Counter()
-        for i in best_first(products, product_scores, n_sugg, catalog.sku_rank):
+        at = rows.catalog_index() if products else None       # built for the ranker already
+        for i in best_first(products, product_scores, n_sugg, catalog.sku_rank,
+                            None if at is None else at[len(ads):]):
             cand, score = products[i], product_scores[i]
             if len(reply.suggestions) >= n_sugg:
                 break
@@ -526,11 +528,11 @@ def _check_deadline(deadline: float | None, stage: str) -> None:
 
 
 def best_first(products: Sequence, scores: Sequence[float], want: int,
-               sku_rank: np.ndarray | None = None) -> Iterator[int]:
+               sku_rank: np.ndarray | None = None, rows: np.ndarray | None = None) -> Iterator[int]:
     """Positions of ``products`` (``ProductCandidate``s) by descending score, ties by sku.
 
-    With ``sku_rank`` (``Catalog.sku_rank``) and every candidate's catalog row, one
-    ``np.lexsort`` orders them all. Otherwise the reply reads the first ``want`` or a few
+    With ``sku_rank`` (``Catalog.sku_rank``) and every candidate's catalog row (``rows``, else
+    read from the candidates), one ``np.lexsort`` orders them all. Otherwise the reply reads the first ``want`` or a few
     more (at most two per brand), so only the ~4 × ``want`` best are sorted as (score, sku)
     tuples (every tie at the cut included), the rest only if the reader gets that far: model
     scores tie often (products alike in every feature), and the tuples of ~150 candidates
@@ -540,7 +542,8 @@ def best_first(products: Sequence, scores: Sequence[float], want: int,
     values = np.asarray(scores, dtype=np.float64)
     nan = bool(np.isnan(values).any())
     if sku_rank is not None and n and not nan:
-        rows = np.fromiter((c.row for c in products), dtype=np.int64, count=n)
+        if rows is None:
+            rows = np.fromiter((c.row for c in products), dtype=np.int64, count=n)
         if rows.min() >= 0:
             yield from np.lexsort((sku_rank[rows], -values)).tolist()
             return
