@@ -168,13 +168,15 @@ def item_attributes(specs: Sequence[AdSpec], products: Sequence) -> dict[str, li
 def _item_columns(ads, products) -> tuple[dict[str, list], dict[str, int], dict[str, int]]:
     """``Catalog.items`` (every product, then every creative) and each one's row."""
     prods = list(products.values())
-    product_rows = {p.sku: j for j, p in enumerate(prods)}
-    ad_rows = {a.creative_id: len(prods) + i for i, a in enumerate(ads)}
-    return _merge_columns(item_attributes((), prods), item_attributes(ads, ())), ad_rows, product_rows
+    items, ad_rows = _append_ads(item_attributes((), prods), len(prods), ads)
+    return items, ad_rows, {p.sku: j for j, p in enumerate(prods)}
 
 
-def _merge_columns(first: Mapping[str, list], then: Mapping[str, list]) -> dict[str, list]:
-    return {k: first[k] + then[k] for k in first}
+def _append_ads(product_columns: Mapping[str, list], n_products: int, ads) -> tuple[dict[str, list], dict[str, int]]:
+    """The products' item columns with the ads after them, and each ad's row."""
+    ad_columns = item_attributes(ads, ())
+    return ({k: product_columns[k] + ad_columns[k] for k in product_columns},
+            {a.creative_id: n_products + i for i, a in enumerate(ads)})
 
 
 @dataclass(frozen=True)
@@ -247,9 +249,7 @@ def build_catalog(snapshot, index: ContextIndex, day, previous: Catalog | None =
     for scene, cats in scene_cats.items():   # normalise: the scene's most advertised leaf weighs 0.6
         top = max(cats.values())
         scene_cats[scene] = {c: 0.6 * w / top for c, w in cats.items()}
-    n_products = len(side.rows)
-    items = _merge_columns(side.columns, item_attributes(ads, ()))
-    ad_rows = {a.creative_id: n_products + i for i, a in enumerate(ads)}
+    items, ad_rows = _append_ads(side.columns, len(side.rows), ads)
     categories: dict[str, int] = {}
     codes = np.array([categories.setdefault(c, len(categories)) for c in items["category"]], dtype=np.int64)
     return Catalog(

@@ -532,11 +532,11 @@ def best_first(products: Sequence, scores: Sequence[float], want: int,
     """Positions of ``products`` (``ProductCandidate``s) by descending score, ties by sku.
 
     With ``sku_rank`` (``Catalog.sku_rank``) and every candidate's catalog row (``rows``, else
-    read from the candidates), one ``np.lexsort`` orders them all. Otherwise the reply reads the first ``want`` or a few
-    more (at most two per brand), so only the ~4 × ``want`` best are sorted as (score, sku)
-    tuples (every tie at the cut included), the rest only if the reader gets that far: model
-    scores tie often (products alike in every feature), and the tuples of ~150 candidates
-    were ~2 % of a request."""
+    read from the candidates), one ``np.lexsort`` orders them all. Otherwise (a catalog built
+    by hand, a NaN score) the reply reads the first ``want`` or a few more (at most two per
+    brand), so only the ~4 × ``want`` best are sorted as (score, sku) tuples (every tie at the
+    cut included), the rest only if the reader gets that far: model scores tie often
+    (products alike in every feature), and the tuples of ~150 candidates were ~2 % of a request."""
     n = len(scores)
     k = max(4 * want, 20)
     values = np.asarray(scores, dtype=np.float64)

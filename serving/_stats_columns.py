@@ -23,8 +23,9 @@ class StatsColumns:
     """Columns ``<kind>_<feature> → float64[rows]`` for the rows of one catalog.
 
     ``item_rows``: item id (creative id or sku) → row; ``ad_campaigns``: (row, campaign id)
-    of each ad, whose campaign statistics every ad of that campaign carries. Not thread-safe for writers: ``ItemFeatures`` writes under its
-    lock; a reader may see a row half updated, which for statistics is harmless.
+    of each ad, whose campaign statistics every ad of that campaign carries. Not thread-safe
+    for writers: ``ItemFeatures`` writes under its lock; a reader may see a row half updated,
+    which for statistics is harmless.
     """
 
     def __init__(self, n_rows: int, item_rows: Mapping[str, int], ad_campaigns: Iterable[tuple[int, str]]) -> None:
