@@ -19,7 +19,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "train": ("torchrec_samples_per_s", "baseline_samples_per_s", "speedup", "infer_250_p50_ms"),
     "quality": ("auc_torchrec", "auc_xgboost", "auc_bayes", "logloss_torchrec", "calibration_torchrec"),
     "serve": ("p50_ms", "p99_ms", "max_rps_p99_under_50ms", "echo_p50_ms", "ratio_p50_to_echo"),
-    "pacing": ("max_overspend_pct", "max_underspend_pct", "pacing_rmse"),
+    "pacing": ("max_overspend_pct", "max_underspend_pct", "pacing_rmse", "two_servers_shared_max_underspend_pct"),
     "experiments": ("aa_false_positive_rate", "ab_power_observed", "ab_power_predicted", "srm_flags_broken_split"),
     "hostile": (),
 }

@@ -23,7 +23,9 @@ import argparse
 import heapq
 import math
 import random
+import tempfile
 import time
+from pathlib import Path
 
 from bench._common import emit, median, progress
 
@@ -31,6 +33,11 @@ DAY = 86_400.0
 DEMAND_OVER_BUDGET = 4.0
 MIN_CHARGES = 50
 """Campaigns whose budget buys fewer charges (clicks or impressions at the bid) are not scored."""
+SPLIT = (0.9, 0.1)
+"""Two server processes, one of them reached by 90 % of the requests (an app's few connections)."""
+SYNC_S = 30.0
+"""How often (virtual seconds) each process flushes to the shared ledger and reads it back (a
+server flushes every second: this is coarser, ~100 requests apart at the day's peak)."""
 TRAFFIC = [1, 0.6, 0.4, 0.4, 0.5, 1, 2.5, 5, 6, 5, 4.5, 5, 6, 5.5, 5, 5, 6, 7.5, 9, 8.5, 7, 5, 3, 1.8]
 
 
@@ -45,14 +52,42 @@ def _campaigns(n: int, seed: int) -> list[dict]:
     return out
 
 
-def _simulate(camps: list[dict], budgets: dict | None, n_requests: int, seed: int, pacing: bool) -> dict:
-    """One day. ``budgets=None`` measures unthrottled demand (no budget binds)."""
+
+def _books(plan, config, n: int, shared: Path | None, now: list[float]):
+    """``n`` pacing books; with ``shared``, each with a ledger in one real SQLite campaign store."""
+    from serving import PacingBook
+    from serving._spend import SpendLedger
+
+    if n == 1 or shared is None:
+        return [PacingBook(plan, config, share=1.0 / n) for _ in range(n)], [], None
+    from campaigns import CampaignStore
+
+    store = CampaignStore.open(f"sqlite:///{shared / 'campaigns.db'}")
+    books = [PacingBook(plan, config) for _ in range(n)]
+    ledgers = [SpendLedger(b, store, clock=lambda: now[0], writer=f"server-{i}", levels_every=1)
+               for i, b in enumerate(books)]
+    for ledger in ledgers:
+        ledger.restore()
+    return books, ledgers, store
+
+def _simulate(camps: list[dict], budgets: dict | None, n_requests: int, seed: int, pacing: bool,
+              servers: tuple[float, ...] = (1.0,), shared: Path | None = None) -> dict:
+    """One day. ``budgets=None`` measures unthrottled demand (no budget binds).
+
+    ``servers``: the share of requests each server process gets (clicks reach any of them
+    alike). With ``shared`` (a directory) the processes pace together through a real SQLite
+    campaign store there (``SpendLedger`` flushes every ``SYNC_S`` of the virtual day);
+    without it each paces ``1/N`` of every budget, as before the ledger."""
     from serving import AuctionParams, Bidder, PacingBook, PacingConfig, PlanCurve, run_auction
 
     rng = random.Random(seed)
+    route = random.Random(seed * 7 + 5)          # its own stream: one server draws as before
     plan = PlanCurve.from_traffic(TRAFFIC)
     config = PacingConfig(interval_s=300.0) if pacing else PacingConfig(interval_s=1e12, p_min=1.0)
-    book = PacingBook(plan, config)
+    now = [0.0]
+    books, ledgers, store = _books(plan, config, len(servers), shared, now)
+    cum_share = [sum(servers[:i + 1]) / sum(servers) for i in range(len(servers))]
+    next_sync = SYNC_S
     measuring = budgets is None
     if measuring:
         budgets = {c["id"]: 1e12 for c in camps}
@@ -68,10 +103,18 @@ def _simulate(camps: list[dict], budgets: dict | None, n_requests: int, seed: in
         u = (k + rng.random()) / n_requests
         h = min(max(i for i in range(24) if cum[i] <= u), 23)
         t = 3600.0 * (h + (u - cum[h]) / plan.hourly[h])
+        while ledgers and t >= next_sync:
+            now[0] = next_sync
+            for ledger in ledgers:
+                ledger.flush()
+            next_sync += SYNC_S
+        now[0] = t
         while clicks and clicks[0][0] <= t:
             ct, cid, price = heapq.heappop(clicks)
             spend[cid] += price
-            book.clicked(cid, budgets[cid], ct, price)
+            books[route.randrange(len(books))].clicked(cid, budgets[cid], ct, price)
+        r = route.random()
+        book = books[next(i for i, c in enumerate(cum_share) if r < c or i == len(cum_share) - 1)]
         while t >= next_hour:
             for cid in spend:
                 checkpoints[cid].append((next_hour, spend[cid]))
@@ -99,6 +142,8 @@ def _simulate(camps: list[dict], budgets: dict | None, n_requests: int, seed: in
                 spend[c["id"]] += w.price
     for ct, cid, price in clicks:          # clicks after midnight still belong to the day's impressions
         spend[cid] += price
+    if store is not None:
+        store.close()
     if measuring:
         return {"demand": spend}
     while next_hour <= DAY:
@@ -129,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     n_campaigns, n_requests, seeds = (10, 40_000, [1]) if args.quick else (20, 150_000, [1, 2, 3])
-    runs, base = [], []
+    runs, base, shared, apart = [], [], [], []
     for seed in seeds:
         camps = _campaigns(n_campaigns, seed)
         progress(f"seed {seed}: measuring unthrottled demand ({n_requests} requests, {n_campaigns} campaigns) ...")
@@ -140,8 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         runs[-1]["unthrottled_demand_over_budget"] = sum(demand.values()) / sum(budgets.values())
         progress(f"seed {seed}: same day, hard guard only (baseline) ...")
         base.append(_simulate(camps, budgets, n_requests, seed, pacing=False))
+        progress(f"seed {seed}: same day on two server processes ({SPLIT[0]:.0%} / {SPLIT[1]:.0%} of the requests), "
+                 "pacing together through a shared SQLite ledger ...")
+        with tempfile.TemporaryDirectory(prefix="bench-pacing-") as tmp:
+            shared.append(_simulate(camps, budgets, n_requests, seed, pacing=True, servers=SPLIT, shared=Path(tmp)))
+        progress(f"seed {seed}: same two processes, each pacing 1/2 of every budget (baseline) ...")
+        apart.append(_simulate(camps, budgets, n_requests, seed, pacing=True, servers=SPLIT))
         progress(f"  paced: over {runs[-1]['max_overspend_pct']:.2f} %, under {runs[-1]['max_underspend_pct']:.2f} %, "
                  f"RMSE {runs[-1]['pacing_rmse']:.4f}; baseline RMSE {base[-1]['pacing_rmse']:.4f}")
+        progress(f"  two processes, shared ledger: over {shared[-1]['max_overspend_pct']:.2f} %, under "
+                 f"{shared[-1]['max_underspend_pct']:.2f} %; 1/2 each: under {apart[-1]['max_underspend_pct']:.2f} %")
     figures = {
         "max_overspend_pct": round(max(r["max_overspend_pct"] for r in runs), 3),
         "max_underspend_pct": round(max(r["max_underspend_pct"] for r in runs), 3),
@@ -153,6 +206,17 @@ def main(argv: list[str] | None = None) -> int:
         "goal_over_le_2pct": max(r["max_overspend_pct"] for r in runs) <= 2.0,
         "goal_under_le_5pct": max(r["max_underspend_pct"] for r in runs) <= 5.0,
         "unthrottled_demand_over_budget": round(median([r["unthrottled_demand_over_budget"] for r in runs]), 2),
+        "two_servers_split": list(SPLIT),
+        "two_servers_shared_max_overspend_pct": round(max(r["max_overspend_pct"] for r in shared), 3),
+        "two_servers_shared_max_underspend_pct": round(max(r["max_underspend_pct"] for r in shared), 3),
+        "two_servers_shared_pacing_rmse": round(median([r["pacing_rmse"] for r in shared]), 4),
+        "two_servers_apart_max_overspend_pct": round(max(r["max_overspend_pct"] for r in apart), 3),
+        "two_servers_apart_max_underspend_pct": round(max(r["max_underspend_pct"] for r in apart), 3),
+        "two_servers_apart_spend_over_budget": round(median([r["total_spend"] / r["total_budget"] for r in apart]), 4),
+        "two_servers_shared_spend_over_budget": round(median([r["total_spend"] / r["total_budget"] for r in shared]), 4),
+        "two_servers_goals_met": (max(r["max_overspend_pct"] for r in shared) <= 2.0
+                                  and max(r["max_underspend_pct"] for r in shared) <= 5.0),
+        "two_servers_sync_s": SYNC_S,
         "campaigns": n_campaigns, "requests_per_day": n_requests, "seeds": seeds,
         "campaigns_scored": sum(r["campaigns_scored"] for r in runs),
         "campaigns_not_scored_budget_under_50_charges": sum(r["campaigns_too_small"] for r in runs),

@@ -104,3 +104,21 @@ spend_ledger = Table(
 """What serving charged each campaign per UTC day (days since the epoch), summed over every
 server process: a restarted process takes its share of it instead of pacing the day's
 budget again from zero (``serving._delivery``)."""
+
+pacing_writers = Table(
+    "pacing_writers", metadata,
+    Column("day", Integer, primary_key=True),
+    Column("campaign_id", String(64), primary_key=True),
+    Column("writer", String(64), primary_key=True),
+    Column("issued", Float, nullable=False),
+    Column("outstanding", Float, nullable=False),
+    Column("outstanding_var", Float, nullable=False),
+    Column("rate", Float, nullable=True),
+    Column("seen_s", Float, nullable=False),
+)
+"""Each server process's (``writer``'s) pacing levels per campaign and UTC day, replaced at
+every flush: the cost it issued today (the demand signal), the expected cost and variance of
+its CPC impressions still waiting for their click, its estimate of the campaign's unthrottled
+spend rate, and when (its clock, epoch seconds). Every process reads the others' rows, so
+all of them pace the whole budget against the same totals (``serving._delivery``)."""
+

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -34,6 +34,21 @@ _MIGRATIONS = Path(__file__).parent / "_migrations"
 # migrations at once (they would tear down each other's environment). Across processes
 # the database itself arbitrates and ``_migrate`` retries.
 _MIGRATE_LOCK = threading.Lock()
+
+
+class PacingLevels(NamedTuple):
+    """One server process's pacing levels for one campaign and day (``CampaignStore.put_pacing``)."""
+
+    issued: float
+    """Cost the process committed by serving today: CPM charges plus CPC expected costs."""
+    outstanding: float
+    """Expected cost of its CPC impressions still inside the click window."""
+    outstanding_var: float
+    """Variance of that cost."""
+    rate: float | None
+    """Its estimate of the campaign's unthrottled spend rate (money per second), if it has one."""
+    seen_s: float
+    """When it wrote these (its clock, epoch seconds)."""
 
 
 def _now() -> datetime:
@@ -607,6 +622,41 @@ class CampaignStore:
         with self._engine.connect() as conn:
             return dict(conn.execute(sa.select(T.spend_ledger.c.campaign_id, T.spend_ledger.c.spent)
                                      .where(T.spend_ledger.c.day == int(day))).all())
+
+    def put_pacing(self, day: int, writer: str, levels: Mapping[str, "PacingLevels"], *, keep_days: int = 7) -> None:
+        """Replace ``writer``'s pacing levels (campaign id → ``PacingLevels``) for UTC ``day``.
+        Each server process writes only its own rows, so writers never contend for one."""
+        rows = [{"day": int(day), "campaign_id": cid, "writer": writer, "issued": float(lv.issued),
+                 "outstanding": float(lv.outstanding), "outstanding_var": float(lv.outstanding_var),
+                 "rate": None if lv.rate is None else float(lv.rate), "seen_s": float(lv.seen_s)}
+                for cid, lv in levels.items()]
+        if not rows:
+            return
+        if self._engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(T.pacing_writers)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[T.pacing_writers.c.day, T.pacing_writers.c.campaign_id, T.pacing_writers.c.writer],
+            set_={k: stmt.excluded[k] for k in ("issued", "outstanding", "outstanding_var", "rate", "seen_s")})
+        with self._engine.begin() as conn:
+            conn.execute(stmt, rows)
+            conn.execute(sa.delete(T.pacing_writers).where(T.pacing_writers.c.day < int(day) - keep_days))
+
+    def pacing_on(self, day: int, *, exclude_writer: str | None = None) -> dict[str, dict[str, "PacingLevels"]]:
+        """Campaign id → writer → ``PacingLevels`` on UTC ``day`` (``put_pacing``), without
+        ``exclude_writer``'s own rows."""
+        t = T.pacing_writers
+        query = sa.select(t.c.campaign_id, t.c.writer, t.c.issued, t.c.outstanding, t.c.outstanding_var,
+                          t.c.rate, t.c.seen_s).where(t.c.day == int(day))
+        if exclude_writer is not None:
+            query = query.where(t.c.writer != exclude_writer)
+        out: dict[str, dict[str, PacingLevels]] = {}
+        with self._engine.connect() as conn:
+            for cid, writer, *values in conn.execute(query):
+                out.setdefault(cid, {})[writer] = PacingLevels(*values)
+        return out
 
     # --- snapshot reads (used by campaigns._snapshot) --------------------------------
     def _read_active(self) -> tuple[tuple[int, int], list[Campaign], list[Advertiser]]:

@@ -68,22 +68,24 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
         from serving._caps import frequency_store
 
         caps = frequency_store(settings)
-    own_pacing = pacing is None
-    if pacing is None:
-        from serving._delivery import PacingBook
-
-        pacing = PacingBook(share=1.0 / settings.serving.processes)
-    ledger = None
+    ledger = store = None
     if snapshots is None:
         from campaigns import CampaignStore, SnapshotCache
 
         store = CampaignStore.from_settings(settings)
         snapshots = SnapshotCache(store, refresh_s=settings.serving.snapshot_refresh_s)
         owned.append(snapshots)
-        if own_pacing:
+    if pacing is None:
+        from serving._delivery import PacingBook
+
+        if store is not None:
+            # every process paces the whole budget against the totals in the campaign store
             from serving._spend import SpendLedger
 
+            pacing = PacingBook()
             ledger = SpendLedger(pacing, store, flush_s=settings.serving.pacing_flush_s, clock=clock or time.time)
+        else:   # no shared store to meet in: 1/N of every budget each
+            pacing = PacingBook(share=1.0 / settings.serving.processes)
     if rankers is None:
         rankers = RegistryRankers(registry_loader(settings))
     if events is None:
@@ -127,7 +129,7 @@ def recommendation_service(settings, *, snapshots=None, rankers=None, events=Non
         for cache in owned:
             cache.start()
         if ledger is not None:
-            ledger.restore()     # before the first request: today's spend so far, this process's share
+            ledger.restore()     # before the first request: today's spend so far, every server's
             ledger.start()
         servicer.catalog()
         if user_features is not None:

@@ -1,13 +1,13 @@
-"""Delivery state of one server: pacing controllers per campaign and day, and the
+"""Delivery state of one server process: pacing controllers per campaign and day, and the
 expected cost of served CPC impressions still waiting for their click.
 
-Single-server view: spend is what this server charged (CPM impressions it served, CPC
-clicks reported to it). Behind a load balancer each server paces an equal share of
-the budget (``share``), see docs/serving.md.
-
-What it charges is also handed out (``take_charges``) for a durable ledger shared by every
-server (``CampaignStore.add_spend``); a server starting mid-day ``restore``s its share of
-today's ledger, so a restart does not pace the day's budget again from zero.
+Alone, a process paces what it charged (``share`` of each budget: 1/N for N servers that
+cannot see each other). With a shared store it paces the **whole** budget against every
+server's totals: a ``SpendLedger`` (serving._spend) hands this book's charges and levels
+to the campaign store every second and gives back what the other processes charged,
+issued and still have outstanding (``sync``). Then a campaign spends its budget however
+unevenly the requests spread over the processes, and a restarted process resumes the
+day's spend, the other processes' pending CPC cost and the campaign's spend-rate estimate.
 """
 
 from __future__ import annotations
@@ -22,8 +22,25 @@ from serving._pacing import DAY_S, PacerState, PacingConfig, PlanCurve, admit, u
 @dataclass
 class _Campaign:
     state: PacerState
-    pending: deque  # (t, expected cost) of CPC impressions within the click window
+    """Totals the controller and the guard read: this process's own figures + the others' (``sync``)."""
+    pending: deque  # (t, expected cost, variance) of own CPC impressions within the click window
     unflushed: float = 0.0  # charged since the last take_charges
+    own_spent: float = 0.0
+    own_issued: float = 0.0
+    own_outstanding: float = 0.0
+    own_var: float = 0.0
+    ext_spent: float = 0.0
+    ext_issued: float = 0.0
+    ext_outstanding: float = 0.0
+    ext_var: float = 0.0
+    dirty: bool = False  # own levels or the rate estimate changed since the last ``levels``
+
+    def total(self) -> None:
+        st = self.state
+        st.spent = self.own_spent + self.ext_spent
+        st.issued = self.own_issued + self.ext_issued
+        st.outstanding = self.own_outstanding + self.ext_outstanding
+        st.outstanding_var = self.own_var + self.ext_var
 
 
 class PacingBook:
@@ -31,6 +48,8 @@ class PacingBook:
 
     def __init__(self, plan: PlanCurve | None = None, config: PacingConfig | None = None, *,
                  click_window_s: float = 600.0, share: float = 1.0) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}; use 1/N for N servers that pace apart")
         self.plan = plan or PlanCurve()
         self.config = config or PacingConfig()
         self.click_window_s = click_window_s
@@ -38,23 +57,39 @@ class PacingBook:
         self._book: dict[tuple[str, int], _Campaign] = {}
         self._lock = threading.Lock()
 
-    def _get(self, campaign_id: str, budget: float, t: float) -> tuple[_Campaign, float]:
-        day = int(t // DAY_S)
+    def _entry(self, campaign_id: str, day: int) -> _Campaign:
         key = (campaign_id, day)
         entry = self._book.get(key)
         if entry is None:
-            entry = _Campaign(PacerState(budget=budget * self.share), deque())
-            self._book[key] = entry
+            entry = self._book[key] = _Campaign(PacerState(budget=0.0), deque())
             for old in [k for k in self._book if k[1] < day - 1]:
                 del self._book[old]
+        return entry
+
+    def _get(self, campaign_id: str, budget: float, t: float) -> tuple[_Campaign, float]:
+        day = int(t // DAY_S)
+        entry = self._entry(campaign_id, day)
         entry.state.budget = budget * self.share   # a budget change applies at once
         return entry, t - day * DAY_S
 
     def _expire(self, entry: _Campaign, t: float) -> None:
+        if not entry.pending or entry.pending[0][0] >= t - self.click_window_s:
+            return
         while entry.pending and entry.pending[0][0] < t - self.click_window_s:
             _, cost, var = entry.pending.popleft()
-            entry.state.outstanding = max(0.0, entry.state.outstanding - cost)
-            entry.state.outstanding_var = max(0.0, entry.state.outstanding_var - var)
+            entry.own_outstanding = max(0.0, entry.own_outstanding - cost)
+            entry.own_var = max(0.0, entry.own_var - var)
+        if not entry.pending:
+            entry.own_outstanding = entry.own_var = 0.0    # no float residue once nothing is pending
+        entry.state.outstanding = entry.own_outstanding + entry.ext_outstanding
+        entry.state.outstanding_var = entry.own_var + entry.ext_var
+        entry.dirty = True
+
+    def _update(self, entry: _Campaign, sec: float) -> None:
+        last = entry.state.last_t
+        update(entry.state, sec, self.plan, self.config)
+        if entry.state.last_t != last:
+            entry.dirty = True          # a new rate estimate: other processes may adopt it
 
     def admit(self, campaign_id: str, budget: float | None, t: float, draw: float, expected_cost: float) -> bool:
         """Does the campaign take part in a request at ``t``? (No budget = no pacing.)"""
@@ -63,7 +98,7 @@ class PacingBook:
         with self._lock:
             entry, sec = self._get(campaign_id, budget, t)
             self._expire(entry, t)
-            update(entry.state, sec, self.plan, self.config)
+            self._update(entry, sec)
             return admit(entry.state, draw, expected_cost)
 
     def admit_many(self, asks, t: float, draws) -> list[bool]:
@@ -77,7 +112,7 @@ class PacingBook:
                     continue
                 entry, sec = self._get(campaign_id, budget, t)
                 self._expire(entry, t)
-                update(entry.state, sec, self.plan, self.config)
+                self._update(entry, sec)
                 out.append(admit(entry.state, draw, expected_cost))
         return out
 
@@ -98,15 +133,21 @@ class PacingBook:
         with self._lock:
             entry, _ = self._get(campaign_id, budget, t)
             state = entry.state
+            entry.own_spent += charge
+            entry.own_issued += charge
+            entry.unflushed += charge
             state.spent += charge
             state.issued += charge
-            entry.unflushed += charge
             if click_price:
                 cost, var = click_price * pctr, click_price * click_price * pctr * (1 - pctr)
                 entry.pending.append((t, cost, var))
+                entry.own_outstanding += cost
+                entry.own_var += var
+                entry.own_issued += cost
                 state.outstanding += cost
                 state.outstanding_var += var
                 state.issued += cost
+            entry.dirty = True
 
     def clicked(self, campaign_id: str, budget: float | None, t: float, charge: float) -> None:
         """Record a click's charge. Its impression's expected cost stays pending until the click
@@ -115,8 +156,9 @@ class PacingBook:
             return
         with self._lock:
             entry, _ = self._get(campaign_id, budget, t)
-            entry.state.spent += charge
+            entry.own_spent += charge
             entry.unflushed += charge
+            entry.state.spent += charge
 
     def take_charges(self) -> dict[int, dict[str, float]]:
         """Day → campaign → what was charged since the last call (whole charges, not this
@@ -139,18 +181,55 @@ class PacingBook:
                     if entry is not None:
                         entry.unflushed += amount
 
-    def restore(self, day: int, spent: dict[str, float]) -> None:
-        """Start ``day`` from what every server charged so far (``CampaignStore.spend_on``):
-        this server takes its ``share``. Called before serving, so nothing is counted twice;
-        the budget is set by the first request that asks for the campaign."""
+    def levels(self, day: int, now: float) -> dict[str, tuple[float, float, float, float | None, float]]:
+        """Campaign → (issued, outstanding, variance, rate estimate, ``now``): this process's own
+        levels on ``day`` that changed since the last call, for the other processes' ``sync``.
+        Call ``touch`` with the campaigns if they could not be stored."""
+        out = {}
         with self._lock:
-            for campaign_id, amount in spent.items():
-                key = (campaign_id, int(day))
-                entry = self._book.get(key)
-                if entry is None:
-                    entry = self._book[key] = _Campaign(PacerState(budget=0.0), deque())
-                entry.state.spent += amount * self.share
-                entry.state.issued += amount * self.share
+            for (campaign_id, d), entry in self._book.items():
+                if d == day and entry.dirty:
+                    entry.dirty = False
+                    out[campaign_id] = (entry.own_issued, entry.own_outstanding, entry.own_var, entry.state.rate, now)
+        return out
+
+    def touch(self, day: int, campaign_ids) -> None:
+        """Mark levels as changed again (their write failed)."""
+        with self._lock:
+            for campaign_id in campaign_ids:
+                entry = self._book.get((campaign_id, day))
+                if entry is not None:
+                    entry.dirty = True
+
+    def sync(self, day: int, spent: dict[str, float], others: dict[str, dict] | None = None,
+             now: float | None = None) -> None:
+        """Take in every server's figures for ``day``: ``spent`` = campaign → total charged by all
+        (the spend ledger, this process's stored charges included); ``others`` = campaign →
+        writer → levels (``issued, outstanding, outstanding_var, rate, seen_s``) of the *other*
+        processes, or None to keep the last ones. Outstanding CPC cost counts while its writer
+        wrote it within the click window (a stopped process's clicks can still come); a campaign
+        without a rate estimate adopts the newest other writer's, so a restarted process
+        throttles at once instead of serving unthrottled for its first interval."""
+        fresh_after = None if now is None else now - self.click_window_s
+        with self._lock:
+            ids = set(spent) | set(others or ()) | {cid for cid, d in self._book if d == day}
+            for campaign_id in ids:
+                entry = self._entry(campaign_id, int(day))
+                flushed = entry.own_spent - entry.unflushed
+                entry.ext_spent = max(0.0, spent.get(campaign_id, 0.0) - flushed)
+                if others is None:
+                    entry.state.spent = entry.own_spent + entry.ext_spent
+                    continue
+                rows = list(others.get(campaign_id, {}).values())
+                entry.ext_issued = sum(r[0] for r in rows)
+                live = [r for r in rows if fresh_after is None or r[4] >= fresh_after]
+                entry.ext_outstanding = sum(r[1] for r in live)
+                entry.ext_var = sum(r[2] for r in live)
+                if entry.state.rate is None:
+                    rated = [r for r in rows if r[3] is not None]
+                    if rated:
+                        entry.state.rate = max(rated, key=lambda r: r[4])[3]
+                entry.total()
 
     def status(self, campaign_id: str, t: float) -> PacerState | None:
         with self._lock:

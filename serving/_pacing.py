@@ -101,7 +101,8 @@ def update(state: PacerState, t: float, plan: PlanCurve, config: PacingConfig = 
     """Recompute ``state.p`` at ``t`` seconds into the day if an interval has passed; return it."""
     if state.last_t is None:
         state.last_t, state.last_issued = t, state.issued
-        state.p = 1.0 if not state.exhausted else 0.0
+        # a rate carried over (another process's estimate, a restart) throttles at once
+        state.p = 0.0 if state.exhausted else (_target_p(state, t, plan, config) if state.rate else 1.0)
         return state.p
     dt = t - state.last_t
     if dt < config.interval_s:

@@ -4,9 +4,10 @@ Why processes: a Recommend is mostly Python, and one process runs Python on one 
 a time (the GIL); N processes bound with SO_REUSEPORT each take a share of the
 connections the kernel accepts. What makes that safe is state that does not live in a
 process: frequency caps in a shared ``FrequencyStore`` (``serving.frequency_store``;
-``memory`` is refused with more than one process), budgets paced at 1/N per process
-(``PacingBook(share=1/N)``: an uneven spread of connections under-spends, never
-over-spends), and API-key rates granted at 1/N per process. The campaign snapshot and
+``memory`` is refused with more than one process), budgets paced by every process
+against the totals in the campaign store (``serving._spend.SpendLedger``: however
+unevenly the connections spread, each campaign spends its whole budget, not 1/N of it),
+and API-key rates granted at 1/N per process. The campaign snapshot and
 the models are per process; the item statistics come from one refresher process the
 group starts for all of them (``serving._item_stats.ItemStatsHub``; each process reading
 them itself cost N times the reads).

@@ -117,13 +117,15 @@ class ServingSettings(_Section):
     per core, spinning between operations) doubled the CPU of every TorchRec Recommend
     (in-process 11.0 → 5.6 ms a call on 2 cores)."""
     pacing_flush_s: float = Field(1.0, gt=0, le=60)
-    """How often each server process adds what it charged to the campaign store's spend ledger,
-    from which a restarted process resumes the day's spend (``serving._spend``): a crash loses
-    at most this much of its charges."""
+    """How often each server process adds what it charged to the campaign store's spend ledger
+    and reads back what the others charged (``serving._spend``): the processes and servers pace
+    every budget together, a restarted process resumes the day's spend, and a crash loses at
+    most this much of its charges. At a budget's end the others may overspend by what they
+    charge in this time."""
     processes: int = Field(1, ge=1, le=64)
     """Server processes of ``sightline serve`` sharing the port (SO_REUSEPORT; the kernel spreads
-    connections over them). Each paces 1/N of every budget and allows 1/N of every key's rate;
-    frequency caps need a shared store (``frequency_store`` sqlite or redis)."""
+    connections over them). They pace every budget together (``pacing_flush_s``); each allows
+    1/N of every key's rate; frequency caps need a shared store (``frequency_store`` sqlite or redis)."""
     frequency_store: Literal["memory", "sqlite", "redis"] | None = None
     """Where frequency-cap counts live. ``None``: ``redis`` (``feast.redis_url``) when the online store
     is Redis (profile prod), else ``sqlite`` (``<data_dir>/serving/frequency.db``, shared by the

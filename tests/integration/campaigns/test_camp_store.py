@@ -32,10 +32,11 @@ def test_migrations_run_on_open_and_are_idempotent(store_url):
         CampaignStore.open(store_url).close()
     engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0003"
         names = set(sa.inspect(conn).get_table_names())
     engine.dispose()
-    assert {"advertisers", "campaigns", "creatives", "products", "audit_log", "store_versions", "spend_ledger"} <= names
+    assert {"advertisers", "campaigns", "creatives", "products", "audit_log", "store_versions", "spend_ledger",
+            "pacing_writers"} <= names
 
 
 def test_campaign_crud_and_audit(store, acme, campaign_doc):
@@ -265,3 +266,27 @@ def test_spend_ledger_adds_from_several_servers_at_once(store_url):
     finally:
         for s in stores:
             s.close()
+
+
+def test_pacing_levels_are_kept_per_writer_and_replaced(store_url):
+    """Each server process replaces its own rows; a reader gets every other writer's."""
+    from campaigns import CampaignStore, PacingLevels
+
+    day = 20_000
+    a, b = CampaignStore.open(store_url), CampaignStore.open(store_url)
+    try:
+        a.put_pacing(day, "w-a", {"c1": PacingLevels(1.0, 0.2, 0.04, None, 100.0),
+                                  "c2": PacingLevels(3.0, 0.0, 0.0, 0.01, 100.0)})
+        b.put_pacing(day, "w-b", {"c1": PacingLevels(2.0, 0.5, 0.1, 0.02, 101.0)})
+        a.put_pacing(day, "w-a", {"c1": PacingLevels(1.5, 0.1, 0.02, 0.03, 102.0)})     # replaces, not adds
+        seen_by_b = b.pacing_on(day, exclude_writer="w-b")
+        assert seen_by_b == {"c1": {"w-a": PacingLevels(1.5, 0.1, 0.02, 0.03, 102.0)},
+                             "c2": {"w-a": PacingLevels(3.0, 0.0, 0.0, 0.01, 100.0)}}
+        assert set(a.pacing_on(day)["c1"]) == {"w-a", "w-b"}
+        assert a.pacing_on(day, exclude_writer="w-a") == {"c1": {"w-b": PacingLevels(2.0, 0.5, 0.1, 0.02, 101.0)}}
+        assert a.pacing_on(day + 1) == {}
+        b.put_pacing(day + 8, "w-b", {"c1": PacingLevels(1.0, 0.0, 0.0, None, 0.0)})   # a week later
+        assert a.pacing_on(day) == {}, "the old day's rows are dropped"
+    finally:
+        a.close()
+        b.close()

@@ -75,6 +75,54 @@ def test_two_processes_share_the_port_and_the_frequency_caps(kafka_settings, ser
     assert all(st["item_stats"]["shared"] and st["item_stats"]["refreshes"] >= 1 for st in stats), [st.get("item_stats") for st in stats]
 
 
+def test_two_processes_pace_the_whole_budget_for_an_app_on_one_connection(kafka_settings, serving_kit):
+    """One connection reaches one process. Each process used to pace 1/N of every budget, so
+    a campaign could spend half its budget at most; now the processes meet in the campaign
+    store's ledger and pace the whole budget together."""
+    import time
+
+    from campaigns import CampaignStore
+    from features import apply_repo
+    from proto import serving_pb2_grpc
+    from serving import ApiKeyStore, ServerGroup
+    from serving._pacing import DAY_S
+
+    # a reserve, so c-tiny (CPM, daily budget 0.2) alone in its auction pays 0.01 an impression
+    s = kafka_settings.model_copy(update={"serving": kafka_settings.serving.model_copy(
+        update={"port": 0, "processes": 2, "reserve_ecpm": 10.0, "pacing_flush_s": 0.2})})
+    serving_kit.seed_world(s.campaign_db_url)
+    apply_repo(s)
+    keys = ApiKeyStore.from_settings(s)
+    md = [("x-api-key", keys.create_key("app", ["recommend"]))]
+    group = ServerGroup(s).start()
+    spent = 0.0
+    try:
+        with grpc.insecure_channel(group.address) as channel:
+            stub = serving_pb2_grpc.RecommendationServiceStub(channel)
+            for i in range(40):
+                request = serving_pb2.RecommendRequest(
+                    app_id="glasses-app", user_id=f"one-conn-{i}",
+                    consent=events_pb2.Consent(context=True, personalization=True, measurement=True),
+                    context=events_pb2.Context(device=events_pb2.GLASSES, scene="gym", location_category="indoors",
+                                               region="DE-BE", local_hour=12, local_weekday=2),
+                    surfaces=serving_pb2.Surfaces(ad_slots=1, suggestions=0))
+                spent += sum(ad.price_charged for ad in stub.Recommend(request, metadata=md, timeout=20).ads
+                             if ad.campaign_id == "c-tiny")
+    finally:
+        stats = group.stop()
+        keys.close()
+    assert sorted(st.get("requests", 0) for st in stats) == [0, 40], f"one connection, one process: {stats}"
+    assert spent > 0.1 + 0.015, f"c-tiny spent {spent:.3f} of its 0.2 budget: one process still paces half of it"
+    assert spent <= 0.2 * 1.02 + 1e-9, f"c-tiny spent {spent:.3f} of a 0.2 daily budget"
+    store = CampaignStore.open(s.campaign_db_url)
+    try:
+        assert store.spend_on(int(time.time() // DAY_S))["c-tiny"] == pytest.approx(spent)
+        writers = store.pacing_on(int(time.time() // DAY_S))["c-tiny"]
+        assert len(writers) == 1 and next(iter(writers.values())).issued == pytest.approx(spent)
+    finally:
+        store.close()
+
+
 def _children_running(pid: int, needle: str) -> list[int]:
     """Child processes of ``pid`` whose command line contains ``needle`` (from /proc)."""
     found = []

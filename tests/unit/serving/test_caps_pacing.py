@@ -142,11 +142,11 @@ def test_hard_guard_stops_at_the_budget():
     assert not admit(state, 0.0, 0.02) and admit(state, 0.0, 0.01)
 
 
-def test_the_book_hands_out_each_charge_once_and_resumes_a_share_of_the_day():
+def test_the_book_hands_out_each_charge_once_and_resumes_the_day_from_the_totals():
     from serving._delivery import PacingBook
 
     t = 20_000 * DAY_S + 3600.0
-    book = PacingBook(share=0.5)
+    book = PacingBook()
     book.served("cpm", 10.0, t, charge=0.02)
     book.served("cpc", 10.0, t, click_price=1.0, pctr=0.1)     # expected, not charged
     book.clicked("cpc", 10.0, t + 5, 1.0)
@@ -156,42 +156,159 @@ def test_the_book_hands_out_each_charge_once_and_resumes_a_share_of_the_day():
     assert book.take_charges() == {}, "each charge once"
     book.give_back(first)                                      # the store was down
     assert book.take_charges() == first
-    # a server starting mid-day: its share of what every server charged, budget from the first ask
-    fresh = PacingBook(share=0.5)
-    fresh.restore(20_000, {"cpm": 9.0})
-    assert fresh.status("cpm", t).spent == pytest.approx(4.5)
-    assert fresh.can_afford("cpm", 10.0, t, 0.4) and not fresh.can_afford("cpm", 10.0, t, 0.6)
+    # a server starting mid-day: what every server charged, budget from the first ask
+    fresh = PacingBook()
+    fresh.sync(20_000, {"cpm": 9.0})
+    assert fresh.status("cpm", t).spent == pytest.approx(9.0)
+    assert fresh.can_afford("cpm", 10.0, t, 0.9) and not fresh.can_afford("cpm", 10.0, t, 1.1)
     assert fresh.take_charges() == {}, "restored spend is not charged again"
+    # its own stored charges are not counted twice when the totals come back
+    fresh.served("cpm", 10.0, t, charge=0.5)
+    fresh.take_charges()                                       # stored: the ledger now says 9.5
+    fresh.served("cpm", 10.0, t, charge=0.1)                   # not stored yet
+    fresh.sync(20_000, {"cpm": 9.5})
+    assert fresh.status("cpm", t).spent == pytest.approx(9.6)
+
+
+def test_a_lone_book_paces_its_share_of_the_budget():
+    from serving._delivery import PacingBook
+
+    t = 20_000 * DAY_S + 3600.0
+    half = PacingBook(share=0.5)
+    half.served("cpm", 10.0, t, charge=4.0)
+    assert half.can_afford("cpm", 10.0, t, 0.9) and not half.can_afford("cpm", 10.0, t, 1.1)
+    with pytest.raises(ValueError, match="share"):
+        PacingBook(share=0.0)
+
+
+class _Store:
+    """The campaign store's pacing calls, in memory (the SQL is tested in tests/integration/campaigns)."""
+
+    def __init__(self):
+        self.totals, self.rows, self.down = {}, {}, False
+
+    def add_spend(self, day, charges):
+        if self.down:
+            raise ConnectionError("store down")
+        for cid, amount in charges.items():
+            self.totals[(day, cid)] = self.totals.get((day, cid), 0.0) + amount
+
+    def spend_on(self, day):
+        if self.down:
+            raise ConnectionError("store down")
+        return {cid: v for (d, cid), v in self.totals.items() if d == day}
+
+    def put_pacing(self, day, writer, levels):
+        if self.down:
+            raise ConnectionError("store down")
+        for cid, lv in levels.items():
+            self.rows[(day, cid, writer)] = lv
+
+    def pacing_on(self, day, *, exclude_writer=None):
+        out = {}
+        for (d, cid, w), lv in self.rows.items():
+            if d == day and w != exclude_writer:
+                out.setdefault(cid, {})[w] = lv
+        return out
 
 
 def test_spend_ledger_flushes_restores_and_keeps_charges_through_an_outage():
     from serving._delivery import PacingBook
     from serving._spend import SpendLedger
 
-    class Store:
-        def __init__(self):
-            self.totals, self.down = {}, False
-
-        def add_spend(self, day, charges):
-            if self.down:
-                raise ConnectionError("store down")
-            for cid, amount in charges.items():
-                self.totals[(day, cid)] = self.totals.get((day, cid), 0.0) + amount
-
-        def spend_on(self, day):
-            return {cid: v for (d, cid), v in self.totals.items() if d == day}
-
     t = 20_000 * DAY_S + 60.0
-    store, book = Store(), PacingBook()
+    store, book = _Store(), PacingBook()
     ledger = SpendLedger(book, store, flush_s=60, clock=lambda: t)
     book.served("c", 1.0, t, charge=0.25)
     store.down = True
     assert not ledger.flush() and ledger.failures == 1
     store.down = False
     book.served("c", 1.0, t, charge=0.25)
-    assert ledger.flush() and store.totals == {(20_000, "c"): 0.5}
+    assert ledger.flush(levels=True) and store.totals == {(20_000, "c"): 0.5}
+    assert store.rows[(20_000, "c", ledger.writer)].issued == pytest.approx(0.5), "levels kept through the outage"
+    assert book.status("c", t).spent == pytest.approx(0.5), "its own stored charges are not counted twice"
     restarted = PacingBook()
     assert SpendLedger(restarted, store, clock=lambda: t).restore() == {"c": 0.5}
     assert restarted.status("c", t).spent == pytest.approx(0.5)
     with pytest.raises(ValueError, match="flush_s"):
         SpendLedger(book, store, flush_s=0)
+    with pytest.raises(ValueError, match="levels_every"):
+        SpendLedger(book, store, levels_every=0)
+
+
+def test_two_processes_pace_one_budget_however_the_requests_spread():
+    """All requests on one process (an app on one connection): it may spend the whole budget,
+    and the other process sees that spend after a flush."""
+    from serving._delivery import PacingBook
+    from serving._spend import SpendLedger
+
+    t = 20_000 * DAY_S + 3600.0
+    store = _Store()
+    a, b = PacingBook(), PacingBook()
+    la, lb = SpendLedger(a, store, clock=lambda: t), SpendLedger(b, store, clock=lambda: t)
+    la.restore(), lb.restore()
+    served = 0
+    while a.can_afford("cpm", 10.0, t, 1.0):
+        a.served("cpm", 10.0, t, charge=1.0)
+        served += 1
+    assert served == 10, f"process A alone served {served} of a budget of 10 charges (1/2 share would be 5)"
+    assert b.can_afford("cpm", 10.0, t, 1.0), "B has not heard of A's spend yet"
+    assert la.flush() and lb.flush()
+    assert not b.can_afford("cpm", 10.0, t, 1.0), "after a flush B knows the budget is spent"
+    assert b.status("cpm", t).spent == pytest.approx(10.0) and a.status("cpm", t).spent == pytest.approx(10.0)
+
+
+def test_the_other_processes_pending_clicks_are_reserved_for_the_click_window():
+    from serving._delivery import PacingBook
+    from serving._spend import SpendLedger
+
+    now = [20_000 * DAY_S + 3600.0]
+    store = _Store()
+    a, b = PacingBook(), PacingBook()
+    la, lb = SpendLedger(a, store, clock=lambda: now[0]), SpendLedger(b, store, clock=lambda: now[0])
+    for _ in range(20):
+        a.served("cpc", 10.0, now[0], click_price=2.0, pctr=0.2)     # 8.0 of expected cost pending
+    assert la.flush() and lb.flush()            # the first flush of each carries the levels too
+    pending = b.status("cpc", now[0])
+    assert pending.outstanding == pytest.approx(8.0) and pending.spent == 0.0
+    assert not b.can_afford("cpc", 10.0, now[0], 1.5), "A's pending clicks leave B less than 1.5"
+    la.stop()                                    # A stops (a deploy): its last levels stay behind
+    now[0] += 601.0
+    assert lb.flush()
+    assert b.status("cpc", now[0]).outstanding == pytest.approx(8.0), "levels are read every levels_every flushes"
+    assert lb.flush(levels=True)
+    assert b.status("cpc", now[0]).outstanding == 0.0, "after the click window no click of A's is due"
+    assert b.can_afford("cpc", 10.0, now[0], 1.5)
+
+
+def test_a_restarted_process_throttles_at_once_with_the_rate_it_left():
+    from serving._delivery import PacingBook
+    from serving._spend import SpendLedger
+
+    now = [20_000 * DAY_S + 8 * 3600.0]
+    store = _Store()
+    first = PacingBook(config=PacingConfig(interval_s=60))
+    lf = SpendLedger(first, store, clock=lambda: now[0])
+    rng = random.Random(3)
+    for _ in range(3000):                         # 10 requests a second, each 0.05 if admitted: 10x the plan
+        now[0] += 0.1
+        if first.admit("c", 100.0, now[0], rng.random(), 0.05):
+            first.served("c", 100.0, now[0], charge=0.05)
+    rate = first.status("c", now[0]).rate
+    throttled = first.status("c", now[0]).p
+    assert rate == pytest.approx(0.5, rel=0.25) and throttled < 0.5
+    lf.stop()
+    restarted = PacingBook(config=PacingConfig(interval_s=60))
+    SpendLedger(restarted, store, clock=lambda: now[0]).restore()
+    assert restarted.status("c", now[0]).rate == pytest.approx(rate)
+    restarted.admit("c", 100.0, now[0], 0.0, 0.05)
+    assert restarted.status("c", now[0]).p == pytest.approx(throttled, rel=0.2), \
+        "the restarted process starts at p = 1 and serves unthrottled for its first interval"
+
+
+def test_a_carried_over_rate_sets_p_at_the_first_observation():
+    state = PacerState(budget=100.0, rate=1.0)          # 1 money/s unthrottled; 100 left for half a day
+    p = update(state, 12 * 3600.0, PlanCurve())
+    assert p == pytest.approx(100.0 / 43_200.0, rel=0.01)
+    fresh = PacerState(budget=100.0)
+    assert update(fresh, 12 * 3600.0, PlanCurve()) == 1.0
