@@ -7,7 +7,8 @@ process: frequency caps in a shared ``FrequencyStore`` (``serving.frequency_stor
 ``memory`` is refused with more than one process), budgets paced by every process
 against the totals in the campaign store (``serving._spend.SpendLedger``: however
 unevenly the connections spread, each campaign spends its whole budget, not 1/N of it),
-and API-key rates granted at 1/N per process. The campaign snapshot and
+and API-key rate limits kept in one bucket file the group creates
+(``serving._ratelimit.SharedRateLimiter``). The campaign snapshot and
 the models are per process; the item statistics come from one refresher process the
 group starts for all of them (``serving._item_stats.ItemStatsHub``; each process reading
 them itself cost N times the reads).
@@ -22,8 +23,10 @@ from __future__ import annotations
 import importlib
 import logging
 import multiprocessing
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -101,6 +104,7 @@ class ServerGroup:
     _children: list = field(default_factory=list, repr=False)
     _conns: list = field(default_factory=list, repr=False)
     _hub: object = field(default=None, repr=False)
+    _tmp: str | None = field(default=None, repr=False)
     bound_port: int = 0
 
     @property
@@ -142,6 +146,15 @@ class ServerGroup:
                 self._hub = ItemStatsHub(settings).start()
                 serving = settings.serving.model_copy(update={"item_stats_socket": Path(self._hub.address)})
                 settings = settings.model_copy(update={"serving": serving})
+            if n > 1 and settings.serving.rate_limit_file is None:
+                from pathlib import Path
+
+                from serving._ratelimit import create_bucket_file
+
+                self._tmp = tempfile.mkdtemp(prefix="sightline-ratelimit-")
+                buckets = create_bucket_file(Path(self._tmp) / "buckets")
+                settings = settings.model_copy(update={"serving": settings.serving.model_copy(
+                    update={"rate_limit_file": buckets})})
             # one after the other: the first process creates any missing tables (experiments,
             # caps) before the next one starts — concurrent CREATE TABLE raced ("already exists")
             for i in range(n):
@@ -206,6 +219,9 @@ class ServerGroup:
         if self._hub is not None:
             self._hub.stop()
             self._hub = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
         return stats
 
     def __enter__(self) -> "ServerGroup":

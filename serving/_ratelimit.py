@@ -1,9 +1,20 @@
-"""Per-key rate limiting: a token bucket per API key (pure core; the caller passes time)."""
+"""Per-key rate limiting: a token bucket per API key (pure core; the caller passes time).
+
+``RateLimiter`` keeps the buckets in the process. ``SharedRateLimiter`` keeps them in a
+file every server process of one machine maps (``ServerGroup`` creates it), so a key's
+limit holds for the machine however the kernel spreads its connections.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -44,10 +55,10 @@ class TokenBucket:
 class RateLimiter:
     """Token buckets by key id, created on first use; thread-safe (one lock, O(1) work).
 
-    ``share``: the part of every key's rate and burst this process grants — ``1/N`` when N
-    server processes share the port, so a key's limit holds for the machine, not per process
-    (the kernel spreads connections, so an app with one connection sees one process's share;
-    its limit is then 1/N of the configured one: spread calls over several connections)."""
+    ``share``: the part of every key's rate and burst this process grants — ``1/N`` for N
+    server processes without a shared bucket file (``SharedRateLimiter``), so a key's limit
+    holds for the machine; an app with one connection then reaches one process and gets
+    1/N of its limit."""
 
     def __init__(self, default_rate: float, default_burst: float, *, share: float = 1.0) -> None:
         if not 0 < share <= 1:
@@ -67,3 +78,96 @@ class RateLimiter:
                 self._buckets[key_id] = bucket
             ok = bucket.take(now)
             return ok, (0.0 if ok else bucket.retry_after())
+
+
+_MAGIC = b"SLRL0001"
+_HEADER = struct.Struct("<8sQ")            # magic, slots
+_SLOT = struct.Struct("<Qdd")              # key tag (0: free), tokens, last refill
+SHARED_SLOTS = 16_384
+"""Keys one bucket file holds (~400 KB); keys beyond it fall back to an in-process 1/N share."""
+
+
+def create_bucket_file(path: Path, slots: int = SHARED_SLOTS) -> Path:
+    """Create (or reset) the bucket file the processes of a ``ServerGroup`` share."""
+    path = Path(path)
+    with open(path, "wb") as f:
+        f.write(_HEADER.pack(_MAGIC, slots))
+        f.truncate(_HEADER.size + slots * _SLOT.size)
+    return path
+
+
+class SharedRateLimiter:
+    """``RateLimiter`` over token buckets in a file mapped by every server process of one
+    machine: one bucket per key for all of them, so an app on one connection gets its whole
+    limit and an app on many gets no more than it.
+
+    Each ``allow`` takes an exclusive ``flock`` on the file (and a thread lock: flock does
+    not exclude threads sharing the descriptor), reads the key's bucket, spends and writes it
+    back: a few µs. Buckets live in an open-addressing table keyed by a 64-bit hash of the key
+    id; slots are never freed, and a key that finds the table full is limited in-process at
+    ``fallback_share`` of its rate. The clock must be one every process shares
+    (``time.monotonic`` is, on Linux)."""
+
+    def __init__(self, path: Path, default_rate: float, default_burst: float, *, fallback_share: float = 1.0) -> None:
+        self._default = (default_rate, default_burst)
+        self._fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(self._fd).st_size
+            self._map = mmap.mmap(self._fd, size)
+            magic, slots = _HEADER.unpack_from(self._map, 0)
+        except (OSError, ValueError, struct.error) as exc:
+            os.close(self._fd)
+            raise ValueError(f"{path} is not a rate-limit bucket file ({exc}); create it with create_bucket_file") from exc
+        if magic != _MAGIC or size < _HEADER.size + slots * _SLOT.size:
+            self._map.close()
+            os.close(self._fd)
+            raise ValueError(f"{path} is not a rate-limit bucket file; create it with create_bucket_file")
+        self._slots = slots
+        self._where: dict[str, int | None] = {}
+        self._lock = threading.Lock()
+        self._fallback = RateLimiter(default_rate, default_burst, share=fallback_share)
+
+    @staticmethod
+    def _tag(key_id: str) -> int:
+        return int.from_bytes(hashlib.blake2b(key_id.encode(), digest_size=8).digest(), "little") or 1
+
+    def _find(self, key_id: str, tag: int) -> int | None:
+        """The key's slot offset (claimed if new); None when the table is full. Under the locks."""
+        start = tag % self._slots
+        for i in range(self._slots):
+            off = _HEADER.size + ((start + i) % self._slots) * _SLOT.size
+            found = _SLOT.unpack_from(self._map, off)[0]
+            if found == tag:
+                return off
+            if found == 0:
+                _SLOT.pack_into(self._map, off, tag, -1.0, 0.0)      # tokens -1: a full bucket on first use
+                return off
+        return None
+
+    def allow(self, key_id: str, now: float, rate: float | None = None, burst: float | None = None) -> tuple[bool, float]:
+        """(allowed, retry_after_s) for one request of ``key_id`` at time ``now``."""
+        rate, burst = rate or self._default[0], burst or self._default[1]
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                off = self._where.get(key_id, -1)
+                if off == -1:
+                    off = self._where[key_id] = self._find(key_id, self._tag(key_id))
+                if off is None:
+                    return self._fallback.allow(key_id, now, rate, burst)
+                _, tokens, updated = _SLOT.unpack_from(self._map, off)
+                fresh = tokens < 0
+                bucket = TokenBucket(rate, max(1.0, burst), tokens=-1.0 if fresh else min(tokens, max(1.0, burst)),
+                                     updated=None if fresh else updated)
+                ok = bucket.take(now)
+                _SLOT.pack_into(self._map, off, _SLOT.unpack_from(self._map, off)[0], bucket.tokens, bucket.updated)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return ok, (0.0 if ok else bucket.retry_after())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._map.closed:
+                self._map.close()
+                os.close(self._fd)
+

@@ -17,7 +17,7 @@ import grpc
 
 from serving._interceptors import AuthInterceptor, DecodeInterceptor, ErrorInterceptor
 from serving._keys import SCOPES, ApiKeyStore
-from serving._ratelimit import RateLimiter
+from serving._ratelimit import RateLimiter, SharedRateLimiter
 from serving.errors import ServerConfigError
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,12 @@ def build_server(
     if cfg.require_api_key:
         if api_keys is None:
             api_keys, owns_keys = ApiKeyStore.from_settings(settings), True
-        interceptors.append(AuthInterceptor(scopes, api_keys, RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst, share=1.0 / cfg.processes), clock))
+        if cfg.rate_limit_file is not None:    # one bucket per key for every process of the machine
+            limiter = SharedRateLimiter(cfg.rate_limit_file, cfg.rate_limit_rps, cfg.rate_limit_burst,
+                                        fallback_share=1.0 / cfg.processes)
+        else:
+            limiter = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst, share=1.0 / cfg.processes)
+        interceptors.append(AuthInterceptor(scopes, api_keys, limiter, clock))
     else:
         api_keys = None
         log.warning("serving.require_api_key is off: every caller may call every method")

@@ -190,3 +190,41 @@ def test_a_group_without_item_statistics_starts_no_refresher(make_settings):
     finally:
         group.stop()
         keys.close()
+
+
+def test_a_keys_rate_limit_holds_for_the_machine_however_its_connections_spread(make_settings):
+    """One bucket file for the group: an app on one connection gets its whole burst (it got
+    1/N of it before), and an app on many connections gets no more than it."""
+    from proto import serving_pb2_grpc
+    from serving import ApiKeyStore, ServerGroup
+
+    s = make_settings(serving={"port": 0, "processes": 2})
+    keys = ApiKeyStore.from_settings(s)
+    one = keys.create_key("one-connection", ["recommend"], rate_per_s=0.01, burst=6)
+    many = keys.create_key("many-connections", ["recommend"], rate_per_s=0.01, burst=6)
+    group = ServerGroup(s, factory="bench.serve:services_echo", item_stats=False).start()
+
+    def answered(stub, key) -> int:
+        try:
+            stub.Recommend(serving_pb2.RecommendRequest(request_id="r"), metadata=[("x-api-key", key)], timeout=20)
+            return 1
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+            assert "rate limit" in exc.details()
+            return 0
+
+    try:
+        with grpc.insecure_channel(group.address) as ch:
+            stub = serving_pb2_grpc.RecommendationServiceStub(ch)
+            assert sum(answered(stub, one) for _ in range(10)) == 6, "one connection gets the key's whole burst"
+        chans = _channels(group.address)
+        stubs = [serving_pb2_grpc.RecommendationServiceStub(c) for c in chans]
+        assert sum(answered(stubs[i % len(stubs)], many) for i in range(2 * len(stubs))) == 6, \
+            "calls spread over both processes get the burst once, not once per process"
+        for c in chans:
+            c.close()
+    finally:
+        stats = group.stop()
+        keys.close()
+    assert group._tmp is None, "the group removes its bucket file"
+    assert len(stats) == 2

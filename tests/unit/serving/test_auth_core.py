@@ -24,6 +24,64 @@ def test_rate_limiter_keeps_one_bucket_per_key_and_honours_own_limits():
     assert not ok and retry == pytest.approx(0.2)
 
 
+def test_shared_buckets_hold_one_limit_for_every_process(tmp_path):
+    from serving import SharedRateLimiter, create_bucket_file
+
+    path = create_bucket_file(tmp_path / "buckets")
+    a, b = SharedRateLimiter(path, 1, 1), SharedRateLimiter(path, 1, 1)     # two processes' views
+    try:
+        got = [lim.allow("k", 0.0, rate=2, burst=5)[0] for lim in (a, b, a, b, a, b, a)]
+        assert got == [True] * 5 + [False] * 2, "the burst of 5 is the machine's, not 5 per process"
+        ok, retry = b.allow("k", 0.0, rate=2, burst=5)
+        assert not ok and retry == pytest.approx(0.5)
+        assert a.allow("k", 0.5, rate=2, burst=5)[0] and not b.allow("k", 0.5, rate=2, burst=5)[0]
+        assert b.allow("other", 0.5)[0] and not a.allow("other", 0.5)[0], "default limit: burst 1"
+    finally:
+        a.close()
+        b.close()
+
+
+def _hammer(path, n, out):
+    from serving import SharedRateLimiter
+
+    limiter = SharedRateLimiter(path, 1, 1)
+    out.put(sum(limiter.allow("hot", 0.0, rate=1, burst=1000)[0] for _ in range(n)))
+
+
+def test_shared_buckets_lose_no_update_when_processes_race(tmp_path):
+    """Two processes spending one bucket at once: exactly its burst is granted (no lost write)."""
+    import multiprocessing
+
+    from serving import create_bucket_file
+
+    path = create_bucket_file(tmp_path / "buckets")
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(path, 1500, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    granted = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    assert sum(granted) == 1000, f"granted {granted} of a burst of 1000"
+    assert all(g > 0 for g in granted), "both processes took part"
+
+
+def test_a_full_bucket_file_falls_back_to_a_share_and_a_bad_file_names_the_fix(tmp_path):
+    from serving import SharedRateLimiter, create_bucket_file
+
+    limiter = SharedRateLimiter(create_bucket_file(tmp_path / "small", slots=2), 1, 4, fallback_share=0.5)
+    try:
+        keys = [f"key-{i}" for i in range(6)]
+        firsts = [sum(limiter.allow(k, 0.0)[0] for _ in range(10)) for k in keys]
+        assert sorted(firsts) == [2, 2, 2, 2, 4, 4], "two keys in the file (burst 4), the rest at half"
+    finally:
+        limiter.close()
+    (tmp_path / "junk").write_bytes(b"not buckets")
+    with pytest.raises(ValueError, match="create_bucket_file"):
+        SharedRateLimiter(tmp_path / "junk", 1, 1)
+
+
 @pytest.fixture
 def store(tmp_path):
     now = [0.0]
