@@ -41,11 +41,12 @@ def test_shared_buckets_hold_one_limit_for_every_process(tmp_path):
         b.close()
 
 
-def _hammer(path, n, out):
+def _hammer(path, n, burst, go, out):
     from serving import SharedRateLimiter
 
     limiter = SharedRateLimiter(path, 1, 1)
-    out.put(sum(limiter.allow("hot", 0.0, rate=1, burst=1000)[0] for _ in range(n)))
+    go.wait(30)
+    out.put(sum(limiter.allow("hot", 0.0, rate=1, burst=burst)[0] for _ in range(n)))
 
 
 def test_shared_buckets_lose_no_update_when_processes_race(tmp_path):
@@ -56,15 +57,16 @@ def test_shared_buckets_lose_no_update_when_processes_race(tmp_path):
 
     path = create_bucket_file(tmp_path / "buckets")
     ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_hammer, args=(path, 1500, out)) for _ in range(2)]
+    out, go = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_hammer, args=(path, 20_000, 20_000, go, out)) for _ in range(2)]
     for p in procs:
         p.start()
+    go.set()                       # both start together: ~50 ms of calls each, interleaved
     granted = [out.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(10)
-    assert sum(granted) == 1000, f"granted {granted} of a burst of 1000"
-    assert all(g > 0 for g in granted), "both processes took part"
+    assert sum(granted) == 20_000, f"granted {granted} of a burst of 20,000"
+    assert all(g > 0 for g in granted), f"both processes took part: {granted}"
 
 
 def test_a_full_bucket_file_falls_back_to_a_share_and_a_bad_file_names_the_fix(tmp_path):
