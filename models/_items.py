@@ -78,6 +78,9 @@ class ItemBlock:
     lengths [n], ids [n, longest] padded with 0): a request gathers rows, not CSR slices."""
     plans: dict = field(default_factory=dict, compare=False)
     """Per set of ``extra`` columns and of sparse features read: where each feature comes from."""
+    vocab_index: dict = field(default_factory=dict, compare=False)
+    """Item column → {value: code} of ``codes``, made by ``concat_blocks`` when this block is a
+    head and kept for the next join (the products' block outlives many campaign edits)."""
 
 
 def _factorize(values: Sequence) -> tuple[np.ndarray, list]:
@@ -173,6 +176,62 @@ def item_block(pipeline: FeaturePipeline, columns: Mapping[str, Sequence], n: in
         item_dense = np.ascontiguousarray(_Normaliser(pipeline, at)(raw))
     return ItemBlock(n=n, keys=keys, codes=codes, sparse=sparse, dense=dense, pipeline=pipeline, clean=clean,
                      keyed=keyed, item_dense=item_dense, item_dense_at=np.asarray(at, dtype=np.int64),
+                     padded={name: _padded(*csr, n) for name, csr in sparse.items()})
+
+
+def concat_blocks(head: ItemBlock, tail: ItemBlock) -> ItemBlock:
+    """The ``ItemBlock`` of ``head``'s items followed by ``tail``'s (one pipeline), equal to
+    encoding all of them at once: column codes and key codes continue ``head``'s, values
+    ``head`` has not met taking the next codes in ``tail``'s order, as one pass would.
+
+    Serving's catalog puts products first and ads after them: a campaign edit encodes the
+    ~3k ads and appends them to the products' block (kept by ``Scorer``) instead of encoding
+    all ~53k items again (~0.3 s of CPU per loaded model and server process)."""
+    if head.keys != tail.keys or head.pipeline is not tail.pipeline:
+        raise ValueError("blocks of different item columns or pipelines cannot be joined; encode the items at once")
+    n = head.n + tail.n
+    codes: dict[str, tuple[np.ndarray, list]] = {}
+    for k, (hcodes, hvocab) in head.codes.items():
+        tcodes, tvocab = tail.codes[k]
+        known = head.vocab_index.get(k)
+        if known is None:
+            known = head.vocab_index[k] = {v: i for i, v in enumerate(hvocab)}
+        index: dict = {}                 # the tail's values the head has not met
+        vocab = list(hvocab)
+        remap = np.empty(len(tvocab), dtype=np.int64)
+        for j, v in enumerate(tvocab):
+            at = known.get(v)
+            if at is None:
+                at = index.get(v)
+                if at is None:
+                    at = index[v] = len(vocab)
+                    vocab.append(v)
+            remap[j] = at
+        codes[k] = (np.concatenate([hcodes, remap[tcodes]]), vocab)
+    keyed: dict[tuple, tuple[np.ndarray, list, dict]] = {}
+    for key, (hcodes, hfirsts, hindex) in head.keyed.items():
+        tcodes, tfirsts, tindex = tail.keyed[key]
+        index, firsts = dict(hindex), list(hfirsts)
+        remap = np.empty(len(tfirsts), dtype=np.int64)
+        for kv, j in tindex.items():            # insertion order = tail's key-code order
+            at = index.get(kv)
+            if at is None:
+                at = index[kv] = len(firsts)
+                firsts.append(tfirsts[j])
+            remap[j] = at
+        keyed[key] = (np.concatenate([hcodes, remap[tcodes]]), firsts, index)
+    sparse: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+    for name, (hoff, hval, hk) in head.sparse.items():
+        toff, tval, tk = tail.sparse[name]
+        k = tk if not head.n else hk if not tail.n else (hk if hk == tk else -1)
+        sparse[name] = (np.concatenate([hoff, toff[1:] + hoff[-1]]), np.concatenate([hval, tval]), k)
+    dense = {k: np.concatenate([v, tail.dense[k]]) for k, v in head.dense.items()}
+    clean = {k: np.concatenate([v, tail.clean[k]]) for k, v in head.clean.items()}
+    item_dense = None
+    if head.item_dense is not None:
+        item_dense = np.ascontiguousarray(np.concatenate([head.item_dense, tail.item_dense]))
+    return ItemBlock(n=n, keys=head.keys, codes=codes, sparse=sparse, dense=dense, pipeline=head.pipeline,
+                     clean=clean, keyed=keyed, item_dense=item_dense, item_dense_at=head.item_dense_at,
                      padded={name: _padded(*csr, n) for name, csr in sparse.items()})
 
 

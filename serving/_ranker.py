@@ -124,9 +124,13 @@ class ScorerRanker:
         self.version = scorer.version
 
     def prepare(self, catalog) -> None:
-        """Encode a new catalog's items now (~0.3 s for 53k) rather than in the next request."""
+        """Encode a new catalog's items now rather than in the next request: ~0.3 s for 53k
+        items from scratch; after a campaign edit only the ads (the products' block is kept
+        while the catalog keeps its product side)."""
         if catalog.items:
-            self._scorer.item_block(catalog.items, len(catalog.items["item_id"]))
+            side = getattr(catalog, "product_side", None)
+            prefix = (side.columns, len(side.rows)) if side is not None else None
+            self._scorer.item_block(catalog.items, len(catalog.items["item_id"]), prefix=prefix)
 
     def score(self, rows: Sequence[Mapping]) -> Sequence[float]:
         if isinstance(rows, CandidateRows):

@@ -131,6 +131,74 @@ def test_scorer_scores_catalog_rows_like_merged_rows(tmp_path, kind):
     assert scorer.item_block(items, n) is not block, "only the two latest catalogs are kept"
 
 
+def _assert_same_block(a, b) -> None:
+    assert a.n == b.n and a.keys == b.keys
+    for k, (codes, vocab) in a.codes.items():
+        np.testing.assert_array_equal(codes, b.codes[k][0], err_msg=k)
+        assert vocab == b.codes[k][1], k
+    assert list(a.keyed) == list(b.keyed)
+    for key, (codes, firsts, index) in a.keyed.items():
+        np.testing.assert_array_equal(codes, b.keyed[key][0], err_msg=str(key))
+        assert firsts == b.keyed[key][1] and index == b.keyed[key][2] and list(index) == list(b.keyed[key][2]), key
+    assert list(a.sparse) == list(b.sparse) and list(a.padded) == list(b.padded)
+    for name, (off, val, k) in a.sparse.items():
+        np.testing.assert_array_equal(off, b.sparse[name][0], err_msg=name)
+        np.testing.assert_array_equal(val, b.sparse[name][1], err_msg=name)
+        assert k == b.sparse[name][2], name
+        pk, plens, pids = a.padded[name]
+        assert pk == b.padded[name][0], name
+        np.testing.assert_array_equal(pids, b.padded[name][2], err_msg=name)
+        if plens is not None:
+            np.testing.assert_array_equal(plens, b.padded[name][1], err_msg=name)
+    for field in ("dense", "clean"):
+        assert list(getattr(a, field)) == list(getattr(b, field))
+        for k, v in getattr(a, field).items():
+            np.testing.assert_array_equal(v, getattr(b, field)[k], err_msg=f"{field}.{k}")
+    np.testing.assert_array_equal(a.item_dense, b.item_dense)
+    np.testing.assert_array_equal(a.item_dense_at, b.item_dense_at)
+
+
+@pytest.mark.parametrize("cut", [0, 1, 150, -1, None])
+def test_a_block_of_products_and_one_of_ads_join_as_one_block(world, cut):
+    """A campaign edit encodes only the ads and appends them to the products' block: the
+    result must be the block of every item encoded at once."""
+    from models._items import concat_blocks
+
+    pipe, df = world
+    items, n = _catalog(df)
+    m = n if cut is None else cut % n if cut < 0 else cut
+    whole = item_block(pipe, items, n)
+    joined = concat_blocks(item_block(pipe, {k: v[:m] for k, v in items.items()}, m),
+                           item_block(pipe, {k: v[m:] for k, v in items.items()}, n - m))
+    _assert_same_block(joined, whole)
+    rows = np.random.default_rng(2).choice(n, size=120)
+    for ctx in _contexts(df):
+        _assert_same(encode_items(pipe, ctx, joined, rows, None, {}), encode_items(pipe, ctx, whole, rows, None, {}))
+    other = dataclasses.replace(pipe, dense_min=None, dense_max=None)
+    with pytest.raises(ValueError, match="encode the items at once"):
+        concat_blocks(whole, item_block(other, items, n))
+
+
+def test_the_scorer_keeps_the_products_block_across_campaign_edits(tmp_path):
+    prepared = prepare(point_in_time_features(synthetic_impressions(3000, seed=21)))
+    reg = Registry(root=tmp_path / "models")
+    trained = fit_model("xgboost", prepared, options={"rounds": 10})
+    reg.register("xgboost", trained.predictor, prepared.pipeline, alias="production")
+    scorer = reg.load("production")
+    items, n = _catalog(prepared.split.test)
+    m = n - 40                                                # the last 40 items are "ads"
+    products = {k: v[:m] for k, v in items.items()}
+    block = scorer.item_block(items, n, prefix=(products, m))
+    _assert_same_block(block, item_block(prepared.pipeline, items, n))
+    kept = scorer._prefix[1]
+    edited = {k: products[k] + v[m:-1] for k, v in items.items()}      # an ad paused
+    again = scorer.item_block(edited, n - 1, prefix=(products, m))
+    assert scorer._prefix[1] is kept, "the products were encoded again for a campaign edit"
+    _assert_same_block(again, item_block(prepared.pipeline, edited, n - 1))
+    with pytest.raises(ValueError, match="prefix=None"):
+        scorer.item_block(dict(items), n, prefix=({"item_id": products["item_id"]}, m))
+
+
 def test_distinct_combinations_of_several_item_columns_decode_back():
     # crosses of two item columns (none in today's schema) go through the same decoding
     from models._items import _distinct, _factorize
