@@ -13,6 +13,7 @@ Offline rows go to ``features.write_offline`` (one parquet part per view per flu
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Protocol
 
 import polars as pl
@@ -133,8 +134,9 @@ class FeastSink:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
+        created = datetime.now(timezone.utc).replace(tzinfo=None)   # the write time: what the stats refresher watches
         data = [(EntityKey(join_keys=[spec.entity], entity_values=[Value(string_val=key)]),
-                 {name: values[i] for name, values in columns}, stamps[i], None) for i, key in enumerate(keys)]
+                 {name: values[i] for name, values in columns}, stamps[i], created) for i, key in enumerate(keys)]
         self._store._get_provider().online_write_batch(self._store.config, self._view(view), data, progress=None)
 
     # -- the background writer ---------------------------------------------------------

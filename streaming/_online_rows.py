@@ -2,12 +2,15 @@
 
 Feast's SQLite store keeps one row per (entity, feature): the serialized entity key, the
 feature name, the serialized ``Value`` proto, its text form, the event time in epoch
-seconds and the created time. Building a ``Value`` proto and serializing it per cell
+seconds and the created time — here the time the row is written, which Feast's reads
+ignore and serving's statistics refresher watches (a late event's row is new to it even
+though its event time is old). Building a ``Value`` proto and serializing it per cell
 was a third of the worker's time (bench.ingest); most cells repeat (small counts, short
 lists), so the encoded ``(bytes, text)`` of each distinct value is cached, entity keys
 are the key prefix Feast produces plus the value, and timestamps are converted per
 column, not per cell. Everything stays byte-for-byte what Feast's own
-``online_write_batch`` writes (tests/unit/streaming/test_online_rows.py compares).
+``online_write_batch`` writes given the same created time (tests/integration/streaming/
+test_online_rows.py compares).
 
 Pure: no database here; ``streaming._feast`` and the writer process
 (``streaming._online_writer``) execute the tuples.
@@ -92,6 +95,14 @@ def _epoch_seconds(stamps: pl.Series) -> list[int]:
     return [int(d.timestamp()) for d in stamps.dt.replace_time_zone(None).to_list()]
 
 
+def write_stamp() -> int:
+    """Now as Feast's sqlite3 datetime adapter stores a time (``int(naive_utc.timestamp())``):
+    the ``created_ts`` of the rows written now."""
+    from datetime import datetime, timezone
+
+    return int(datetime.now(timezone.utc).replace(tzinfo=None).timestamp())
+
+
 def upsert_sql(table: str) -> str:
     """The statement Feast's ``online_write_batch`` runs per cell, for ``executemany``."""
     return (f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
@@ -145,10 +156,12 @@ class SqliteRowEncoder:
             out.append(hit)
         return out
 
-    def rows(self, view: str, frame: pl.DataFrame) -> list[tuple]:
-        """``(entity_key, feature_name, value, value_text, event_ts, created_ts)`` per cell of ``frame``."""
+    def rows(self, view: str, frame: pl.DataFrame, created: int | None = None) -> list[tuple]:
+        """``(entity_key, feature_name, value, value_text, event_ts, created_ts)`` per cell of
+        ``frame``; ``created_ts`` is ``created`` (epoch seconds), by default now."""
         if frame.height == 0:
             return []
+        created = write_stamp() if created is None else created
         join_key = self._entities[view]
         key = self._key
         keys = [key(join_key, k) for k in frame[join_key].to_list()]
@@ -160,5 +173,5 @@ class SqliteRowEncoder:
             ts = stamps[i]
             for name, encoded in columns:
                 value, text = encoded[i]
-                append((blob, name, value, text, ts, None))
+                append((blob, name, value, text, ts, created))
         return params

@@ -48,7 +48,10 @@ def test_encoded_rows_equal_feasts_online_write_batch(feast_settings):
     ours = FeastSink(store, feast_settings.feast_dir)
     theirs = FeastSink(store, feast_settings.feast_dir)
     theirs._bulk = False                  # the provider's online_write_batch, one statement per cell
+    from streaming._online_rows import write_stamp
+
     for view, frame in _frames().items():
+        before = write_stamp()
         theirs.write_online(view, frame)
         expected = _table_rows(store, ours, view)
         assert len(expected) == frame.height * (frame.width - 2)
@@ -56,7 +59,13 @@ def test_encoded_rows_equal_feasts_online_write_batch(feast_settings):
         with conn:
             conn.execute(f'DELETE FROM "{ours.sqlite_table(view)}"')
         ours.write_online(view, frame)
-        assert _table_rows(store, ours, view) == expected, view
+        got = _table_rows(store, ours, view)
+        after = write_stamp()
+        assert [r[:5] for r in got] == [r[:5] for r in expected], view
+        # created_ts is the write time (what serving's refresher watches), stored as Feast stores
+        # times (epoch seconds; Feast's connection converts them back to naive UTC datetimes)
+        stamps = [int(r[5].timestamp()) if hasattr(r[5], "timestamp") else r[5] for r in got + expected]
+        assert all(isinstance(s, int) and before <= s <= after for s in stamps), (view, stamps[:3], before, after)
     spec = next(v for v in VIEWS if v.name == "user_context")
     got = store.get_online_features(features=[f"user_context:{n}" for n in spec.feature_names],
                                     entity_rows=[{"user_id": "k-1"}]).to_dict()
