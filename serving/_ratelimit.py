@@ -87,10 +87,17 @@ SHARED_SLOTS = 16_384
 """Keys one bucket file holds (~400 KB); keys beyond it fall back to an in-process 1/N share."""
 
 
-def create_bucket_file(path: Path, slots: int = SHARED_SLOTS) -> Path:
-    """Create (or reset) the bucket file the processes of a ``ServerGroup`` share."""
+def create_bucket_file(path: Path, slots: int = SHARED_SLOTS, *, exist_ok: bool = False) -> Path:
+    """Create (or reset) the bucket file the processes of a ``ServerGroup`` share. With
+    ``exist_ok`` an existing file is left as it is (servers started apart that name the same
+    file: the first one creates it)."""
     path = Path(path)
-    with open(path, "wb") as f:
+    flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if exist_ok else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "wb") as f:
         f.write(_HEADER.pack(_MAGIC, slots))
         f.truncate(_HEADER.size + slots * _SLOT.size)
     return path

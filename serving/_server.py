@@ -17,7 +17,7 @@ import grpc
 
 from serving._interceptors import AuthInterceptor, DecodeInterceptor, ErrorInterceptor
 from serving._keys import SCOPES, ApiKeyStore
-from serving._ratelimit import RateLimiter, SharedRateLimiter
+from serving._ratelimit import RateLimiter, SharedRateLimiter, create_bucket_file
 from serving.errors import ServerConfigError
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,12 @@ def build_server(
         if api_keys is None:
             api_keys, owns_keys = ApiKeyStore.from_settings(settings), True
         if cfg.rate_limit_file is not None:    # one bucket per key for every process of the machine
-            limiter = SharedRateLimiter(cfg.rate_limit_file, cfg.rate_limit_rps, cfg.rate_limit_burst,
-                                        fallback_share=1.0 / cfg.processes)
+            try:
+                limiter = SharedRateLimiter(create_bucket_file(cfg.rate_limit_file, exist_ok=True), cfg.rate_limit_rps,
+                                            cfg.rate_limit_burst, fallback_share=1.0 / cfg.processes)
+            except (OSError, ValueError) as exc:
+                raise ServerConfigError(f"serving.rate_limit_file {cfg.rate_limit_file}: {exc}; point it at a "
+                                        "writable path of its own, or leave it unset") from exc
         else:
             limiter = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst, share=1.0 / cfg.processes)
         interceptors.append(AuthInterceptor(scopes, api_keys, limiter, clock))

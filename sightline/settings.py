@@ -82,9 +82,10 @@ class ServingSettings(_Section):
     """Unix socket of a shared item-statistics refresher (``ServerGroup`` sets it for its
     processes); ``None``: the server starts its own."""
     rate_limit_file: Path | None = None
-    """File of API-key token buckets shared by the processes of one machine (``ServerGroup``
-    sets it for its processes); ``None``: buckets in the process, at 1/``processes`` of
-    every key's rate."""
+    """File of API-key token buckets shared by the processes of one machine: ``ServerGroup``
+    sets a private one for its processes; set it to share one file between servers started
+    apart on this machine (created if missing). ``None`` and one process: buckets in the
+    process."""
     snapshot_refresh_s: float = Field(2.0, gt=0)
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -84,6 +84,23 @@ def test_a_full_bucket_file_falls_back_to_a_share_and_a_bad_file_names_the_fix(t
         SharedRateLimiter(tmp_path / "junk", 1, 1)
 
 
+def test_a_configured_bucket_file_is_created_once_and_then_shared(tmp_path):
+    """Servers started apart that name one file: the first creates it, the next ones join it."""
+    from serving import SharedRateLimiter, create_bucket_file
+
+    path = create_bucket_file(tmp_path / "shared", exist_ok=True)
+    first = SharedRateLimiter(path, 1, 2)
+    try:
+        assert first.allow("k", 0.0)[0] and first.allow("k", 0.0)[0]
+        second = SharedRateLimiter(create_bucket_file(path, exist_ok=True), 1, 2)    # must not reset it
+        try:
+            assert not second.allow("k", 0.0)[0], "joining the file emptied the buckets in use"
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
 @pytest.fixture
 def store(tmp_path):
     now = [0.0]
