@@ -597,6 +597,15 @@ class CampaignStore:
                            after=r["after"]) for r in rows]
 
     # --- spend ledger (written by serving) ----------------------------------------------
+    def _upsert(self, table: sa.Table):
+        """``INSERT`` of this database's dialect, which has ``on_conflict_do_update``
+        (SQLite and PostgreSQL spell it alike)."""
+        if self._engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
     def add_spend(self, day: int, charges: Mapping[str, float], *, keep_days: int = 7) -> None:
         """Add ``charges`` (campaign id → money) to what was charged on UTC ``day`` (days since
         the epoch), in one transaction; days older than ``keep_days`` are dropped. Increments,
@@ -605,11 +614,7 @@ class CampaignStore:
                 for cid, amount in charges.items() if amount]
         if not rows:
             return
-        if self._engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(T.spend_ledger)
+        stmt = self._upsert(T.spend_ledger)
         stmt = stmt.on_conflict_do_update(
             index_elements=[T.spend_ledger.c.campaign_id, T.spend_ledger.c.day],
             set_={"spent": T.spend_ledger.c.spent + stmt.excluded.spent, "updated_at": stmt.excluded.updated_at})
@@ -632,11 +637,7 @@ class CampaignStore:
                 for cid, lv in levels.items()]
         if not rows:
             return
-        if self._engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(T.pacing_writers)
+        stmt = self._upsert(T.pacing_writers)
         stmt = stmt.on_conflict_do_update(
             index_elements=[T.pacing_writers.c.day, T.pacing_writers.c.campaign_id, T.pacing_writers.c.writer],
             set_={k: stmt.excluded[k] for k in ("issued", "outstanding", "outstanding_var", "rate", "seen_s")})
