@@ -14,6 +14,11 @@ budget (goal: never over by more than 2 %, never under by more than 5 %), and th
 RMSE: root mean square of (spend − plan) / budget at hourly checkpoints. Baseline in the
 same run: the hard guard alone (no throttling), which spends the budget early.
 
+Then the same day on two server processes, one reached by 90 % of the requests, clicks
+reported to either: pacing together through a shared ledger in a real SQLite campaign store
+(``serving._spend.SpendLedger``), against each pacing 1/2 of every budget (the baseline: what
+every process did before the ledger).
+
 Usage: python -m bench.pacing [--quick]
 """
 
@@ -52,7 +57,6 @@ def _campaigns(n: int, seed: int) -> list[dict]:
     return out
 
 
-
 def _books(plan, config, n: int, shared: Path | None, now: list[float]):
     """``n`` pacing books; with ``shared``, each with a ledger in one real SQLite campaign store."""
     from serving import PacingBook
@@ -69,6 +73,7 @@ def _books(plan, config, n: int, shared: Path | None, now: list[float]):
     for ledger in ledgers:
         ledger.restore()
     return books, ledgers, store
+
 
 def _simulate(camps: list[dict], budgets: dict | None, n_requests: int, seed: int, pacing: bool,
               servers: tuple[float, ...] = (1.0,), shared: Path | None = None) -> dict:
