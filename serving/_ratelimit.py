@@ -162,12 +162,12 @@ class SharedRateLimiter:
                     off = self._where[key_id] = self._find(key_id, self._tag(key_id))
                 if off is None:
                     return self._fallback.allow(key_id, now, rate, burst)
-                _, tokens, updated = _SLOT.unpack_from(self._map, off)
+                tag, tokens, updated = _SLOT.unpack_from(self._map, off)
                 fresh = tokens < 0
                 bucket = TokenBucket(rate, max(1.0, burst), tokens=-1.0 if fresh else min(tokens, max(1.0, burst)),
                                      updated=None if fresh else updated)
                 ok = bucket.take(now)
-                _SLOT.pack_into(self._map, off, _SLOT.unpack_from(self._map, off)[0], bucket.tokens, bucket.updated)
+                _SLOT.pack_into(self._map, off, tag, bucket.tokens, bucket.updated)
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         return ok, (0.0 if ok else bucket.retry_after())
