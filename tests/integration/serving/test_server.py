@@ -189,6 +189,31 @@ def test_rate_limit_answers_resource_exhausted(running, keys):
     stub.Recommend(serving_pb2.RecommendRequest(), metadata=other)
 
 
+def test_a_configured_rate_limit_file_is_shared_and_a_bad_one_is_refused(make_settings, keys, tmp_path):
+    """Two servers started apart that name one bucket file grant a key's burst once between them."""
+    shared = tmp_path / "buckets"
+    md = [("x-api-key", keys.create_key("two-servers", ["recommend"], rate_per_s=0.01, burst=3))]
+    servers = [build_server(make_settings(serving={"port": 0, "rate_limit_file": str(shared)}), [_service()], keys).start()
+               for _ in range(2)]
+    try:
+        answered = 0
+        for i in range(6):
+            with grpc.insecure_channel(servers[i % 2].address) as channel:
+                stub = serving_pb2_grpc.RecommendationServiceStub(channel)
+                try:
+                    stub.Recommend(serving_pb2.RecommendRequest(), metadata=md, timeout=10)
+                    answered += 1
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+        assert answered == 3, f"{answered} calls answered over two servers sharing a burst of 3"
+    finally:
+        for server in servers:
+            server.stop(0)
+    (tmp_path / "junk").write_bytes(b"not a bucket file")
+    with pytest.raises(ServerConfigError, match="serving.rate_limit_file"):
+        build_server(make_settings(serving={"port": 0, "rate_limit_file": str(tmp_path / "junk")}), [_service()], keys)
+
+
 def test_oversize_message_is_refused(make_settings):
     settings = make_settings(serving={"port": 0, "require_api_key": False, "max_message_bytes": 4096})
     with build_server(settings, [_service()]) as server, grpc.insecure_channel(server.address) as channel:
