@@ -33,7 +33,7 @@ from serving._pacing import PacerState, PacingConfig, PlanCurve, plan_rmse
 from serving._pacing import admit as pacing_admit
 from serving._pacing import update as pacing_update
 from serving._ranker import FALLBACK_VERSION, ContextRelevanceRanker, RegistryRankers
-from serving._ratelimit import RateLimiter, SharedRateLimiter, TokenBucket, create_bucket_file
+from serving._ratelimit import RateLimiter, RedisRateLimiter, SharedRateLimiter, TokenBucket, create_bucket_file
 from serving._recommend import Defaults, Experiments, RecommendationServicer, pseudonymize
 from serving._server import Service, ServingServer, build_server
 from serving._targeting import AdSpec, Match, match
@@ -41,7 +41,7 @@ from serving.types import EventSink, FrequencyStore, Ranker, RankerSource, Snaps
 
 __all__ = [
     "build_server", "Service", "ServingServer", "ServerGroup", "sum_stats", "SCOPES", "ApiKey", "ApiKeyStore", "key_id_of", "current_caller",
-    "ERROR_FIELD_METADATA", "RateLimiter", "SharedRateLimiter", "TokenBucket", "create_bucket_file",
+    "ERROR_FIELD_METADATA", "RateLimiter", "RedisRateLimiter", "SharedRateLimiter", "TokenBucket", "create_bucket_file",
     "recommendation_service", "admin_services", "app_services", "RECOMMENDATION_SERVICE", "RECOMMENDATION_SCOPES",
     "RecommendationServicer", "Defaults", "Experiments", "pseudonymize", "EchoServicer", "echo_service",
     "KafkaEventLog", "MemoryEventLog", "RegistryRankers", "ContextRelevanceRanker", "FALLBACK_VERSION",

@@ -146,7 +146,8 @@ class ServerGroup:
                 self._hub = ItemStatsHub(settings).start()
                 serving = settings.serving.model_copy(update={"item_stats_socket": Path(self._hub.address)})
                 settings = settings.model_copy(update={"serving": serving})
-            if n > 1 and settings.serving.rate_limit_file is None:
+            shared_limits = settings.serving.rate_limit_store != "memory" and settings.rate_limit_store_kind != "redis"
+            if n > 1 and settings.serving.rate_limit_file is None and shared_limits:   # one file for the group
                 from pathlib import Path
 
                 from serving._ratelimit import create_bucket_file

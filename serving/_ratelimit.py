@@ -3,18 +3,24 @@
 ``RateLimiter`` keeps the buckets in the process. ``SharedRateLimiter`` keeps them in a
 file every server process of one machine maps (``ServerGroup`` creates it), so a key's
 limit holds for the machine however the kernel spreads its connections.
+``RedisRateLimiter`` keeps them in Redis (profile ``prod``), so it holds for every server
+behind the load balancer.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import mmap
 import os
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -178,3 +184,69 @@ class SharedRateLimiter:
                 self._map.close()
                 os.close(self._fd)
 
+
+
+# One token bucket in a Redis hash, spent atomically: the time is Redis's own (servers'
+# clocks may differ), and an idle key expires once its bucket would be full again.
+_REDIS_BUCKET = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(b[1]), tonumber(b[2])
+if tokens == nil or ts == nil then tokens, ts = burst, now end
+if now > ts then tokens, ts = math.min(burst, tokens + (now - ts) * rate), now end
+tokens = math.min(tokens, burst)
+local ok, retry = 0, 0
+if tokens >= 1 then tokens, ok = tokens - 1, 1 else retry = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(ts))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst / rate + 60) * 1000))
+return {ok, tostring(retry)}
+"""
+
+
+class RedisRateLimiter:
+    """``RateLimiter`` over token buckets in Redis (profile ``prod``, the Redis of Feast's online
+    store and the frequency caps): one bucket per key for every server behind the load balancer.
+
+    Each ``allow`` is one round trip (a Lua script spends the bucket atomically, on Redis's
+    clock, so ``now`` is not used). If Redis fails, the call is decided by the in-process
+    ``fallback`` (1/N of every key's limit, as before) and Redis is skipped for ``breaker_s``:
+    an outage of the limiter does not stop serving, and a request does not wait on it."""
+
+    def __init__(self, url: str, default_rate: float, default_burst: float, *, prefix: str = "sightline",
+                 fallback_share: float = 1.0, timeout_s: float = 0.05, breaker_s: float = 1.0) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        host, _, port = url.removeprefix("redis://").partition(":")
+        self.url = url
+        self._default = (default_rate, default_burst)
+        self._client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_timeout=timeout_s,
+                                   socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+        self._script = self._client.register_script(_REDIS_BUCKET)
+        self._prefix = f"{prefix}:ratelimit:"
+        self._errors = (redis.RedisError, OSError)
+        self._fallback = RateLimiter(default_rate, default_burst, share=fallback_share)
+        self._breaker_s = breaker_s
+        self._down_until = 0.0
+        self.failures = 0
+
+    def allow(self, key_id: str, now: float, rate: float | None = None, burst: float | None = None) -> tuple[bool, float]:
+        """(allowed, retry_after_s) for one request of ``key_id``."""
+        rate, burst = rate or self._default[0], max(1.0, burst or self._default[1])
+        if time.monotonic() >= self._down_until:
+            try:
+                ok, retry = self._script(keys=[self._prefix + key_id], args=[repr(float(rate)), repr(float(burst))])
+                return bool(ok), float(retry)
+            except self._errors as exc:
+                self.failures += 1
+                self._down_until = time.monotonic() + self._breaker_s
+                if self.failures == 1 or self.failures % 100 == 0:
+                    log.warning("rate limits at redis %s failed (%s); limiting in the process for %.1f s "
+                                "[%d failures so far]", self.url, exc, self._breaker_s, self.failures)
+        return self._fallback.allow(key_id, now, rate, burst)
+
+    def close(self) -> None:
+        self._client.close()

@@ -81,6 +81,11 @@ class ServingSettings(_Section):
     item_stats_socket: Path | None = None
     """Unix socket of a shared item-statistics refresher (``ServerGroup`` sets it for its
     processes); ``None``: the server starts its own."""
+    rate_limit_store: Literal["memory", "file", "redis"] | None = None
+    """Where API-key token buckets live. ``None``: ``redis`` (``feast.redis_url``, shared by every
+    server) when the online store is Redis (profile prod), else ``file`` (``rate_limit_file``,
+    shared by the processes of one machine; a ``ServerGroup`` makes one) when there is one, else
+    ``memory`` (in the process, 1/``processes`` of every key's limit each)."""
     rate_limit_file: Path | None = None
     """File of API-key token buckets shared by the processes of one machine: ``ServerGroup``
     sets a private one for its processes; set it to share one file between servers started
@@ -245,6 +250,15 @@ class Settings(BaseSettings):
     def frequency_store_kind(self) -> str:
         """``serving.frequency_store`` with its profile default resolved."""
         return self.serving.frequency_store or ("redis" if self.feast.online_store == "redis" else "sqlite")
+
+    @property
+    def rate_limit_store_kind(self) -> str:
+        """``serving.rate_limit_store`` with its default resolved."""
+        if self.serving.rate_limit_store:
+            return self.serving.rate_limit_store
+        if self.feast.online_store == "redis":
+            return "redis"
+        return "file" if self.serving.rate_limit_file else "memory"
 
     @property
     def frequency_store_path(self) -> Path:

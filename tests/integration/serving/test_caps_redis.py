@@ -60,3 +60,48 @@ def test_prod_profile_defaults_to_redis_and_privacy_erases_there(make_settings, 
     assert receipt.deleted("serving_frequency_caps") == 2, receipt.stores
     assert store.counts(victim, "c1", 20) == (0, 0)
     store.close()
+
+
+def test_redis_rate_limits_hold_across_servers_refill_and_survive_an_outage(redis_url):
+    """Profile prod: one token bucket per key in Redis for every server behind the balancer."""
+    import time
+
+    from serving import RedisRateLimiter
+
+    a, b = RedisRateLimiter(redis_url, 1, 1, prefix="t"), RedisRateLimiter(redis_url, 1, 1, prefix="t")  # two servers
+    try:
+        got = [lim.allow("k", 0.0, rate=10, burst=3)[0] for lim in (a, b, a, b, a)]
+        assert got == [True, True, True, False, False], "the burst of 3 is the fleet's, not 3 per server"
+        ok, retry = b.allow("k", 0.0, rate=10, burst=3)
+        assert not ok and 0 < retry <= 0.1 + 1e-6
+        time.sleep(0.25)                                   # 10 a second: two tokens back
+        assert [a.allow("k", 0.0, rate=10, burst=3)[0] for _ in range(3)] == [True, True, False]
+        assert a.allow("other", 0.0)[0] and not b.allow("other", 0.0)[0], "default limit: burst 1"
+    finally:
+        a.close()
+        b.close()
+    down = RedisRateLimiter("127.0.0.1:1", 1, 2, prefix="t", fallback_share=0.5)
+    started = time.monotonic()
+    assert down.allow("k", 0.0)[0] and not down.allow("k", 0.0)[0], "in the process at 1/2 of the burst of 2"
+    assert time.monotonic() - started < 1.0, "a request must not wait on a limiter that is down"
+    assert down.failures == 1, "the breaker skips redis after a failure"
+    down.close()
+
+
+def test_prod_profile_limits_keys_in_redis_and_local_in_the_process(make_settings, redis_url):
+    from serving.errors import ServerConfigError
+
+    assert make_settings(feast={"online_store": "redis", "redis_url": redis_url}).rate_limit_store_kind == "redis"
+    assert make_settings().rate_limit_store_kind == "memory"
+    assert make_settings(serving={"rate_limit_file": "/tmp/x"}).rate_limit_store_kind == "file"
+    assert make_settings(feast={"online_store": "redis", "redis_url": redis_url},
+                         serving={"rate_limit_store": "memory"}).rate_limit_store_kind == "memory"
+    from serving import ApiKeyStore, build_server
+
+    s = make_settings(serving={"port": 0, "rate_limit_store": "file"})
+    keys = ApiKeyStore.from_settings(s)
+    try:
+        with pytest.raises(ServerConfigError, match="needs serving.rate_limit_file"):
+            build_server(s, [], keys)
+    finally:
+        keys.close()

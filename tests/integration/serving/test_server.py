@@ -189,6 +189,32 @@ def test_rate_limit_answers_resource_exhausted(running, keys):
     stub.Recommend(serving_pb2.RecommendRequest(), metadata=other)
 
 
+def _two_servers_answer(servers, md) -> int:
+    answered = 0
+    for i in range(6):
+        with grpc.insecure_channel(servers[i % 2].address) as channel:
+            stub = serving_pb2_grpc.RecommendationServiceStub(channel)
+            try:
+                stub.Recommend(serving_pb2.RecommendRequest(), metadata=md, timeout=10)
+                answered += 1
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+    return answered
+
+
+def test_prod_servers_share_a_keys_rate_limit_in_redis(make_settings, keys, redis_url):
+    """Two servers behind a load balancer (profile prod: the online store is Redis) grant a key's
+    burst once between them."""
+    md = [("x-api-key", keys.create_key("fleet", ["recommend"], rate_per_s=0.01, burst=3))]
+    settings = make_settings(feast={"online_store": "redis", "redis_url": redis_url}, serving={"port": 0})
+    servers = [build_server(settings, [_service()], keys).start() for _ in range(2)]
+    try:
+        assert _two_servers_answer(servers, md) == 3, "each server granted the key's burst on its own"
+    finally:
+        for server in servers:
+            server.stop(0)
+
+
 def test_a_configured_rate_limit_file_is_shared_and_a_bad_one_is_refused(make_settings, keys, tmp_path):
     """Two servers started apart that name one bucket file grant a key's burst once between them."""
     shared = tmp_path / "buckets"
@@ -196,15 +222,7 @@ def test_a_configured_rate_limit_file_is_shared_and_a_bad_one_is_refused(make_se
     servers = [build_server(make_settings(serving={"port": 0, "rate_limit_file": str(shared)}), [_service()], keys).start()
                for _ in range(2)]
     try:
-        answered = 0
-        for i in range(6):
-            with grpc.insecure_channel(servers[i % 2].address) as channel:
-                stub = serving_pb2_grpc.RecommendationServiceStub(channel)
-                try:
-                    stub.Recommend(serving_pb2.RecommendRequest(), metadata=md, timeout=10)
-                    answered += 1
-                except grpc.RpcError as exc:
-                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+        answered = _two_servers_answer(servers, md)
         assert answered == 3, f"{answered} calls answered over two servers sharing a burst of 3"
     finally:
         for server in servers:
