@@ -116,6 +116,12 @@ class ServerGroup:
         return [p.pid for p in self._children]
 
     @property
+    def rate_limit_store(self) -> str:
+        """Where the group's API-key buckets live: ``file`` when it made a bucket file for its
+        processes, else the settings' choice (``redis``, ``memory``, or the configured file)."""
+        return "file" if self._tmp is not None else self.settings.rate_limit_store_kind
+
+    @property
     def item_stats_pid(self) -> int | None:
         """The pid of the group's item-statistics refresher (None with one process: it has its own)."""
         return self._hub.pid if self._hub is not None else None

@@ -61,7 +61,7 @@ def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool, p
         server.stop(0)
         raise click.ClickException(str(exc)) from None
     click.echo(f"serving on {server.address} ({'TLS' if server.tls else 'plaintext'}, "
-               f"{settings.serving.runtime} runtime; "
+               f"{settings.serving.runtime} runtime; API-key limits in {settings.rate_limit_store_kind}; "
                f"services: {', '.join(s.name for s in server.services)}); Ctrl-C stops", err=True)
     try:
         while not stop.wait(0.5):
@@ -87,7 +87,8 @@ def _serve_group(settings, host: str | None, port: int | None) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(f"serving on {group.address} with {n} processes (pids {', '.join(map(str, group.pids))}; "
                f"{settings.serving.runtime} runtime; "
-               f"frequency caps in {settings.frequency_store_kind}); Ctrl-C stops", err=True)
+               f"frequency caps in {settings.frequency_store_kind}, API-key limits in {group.rate_limit_store}, "
+               "budgets paced together through the campaign store); Ctrl-C stops", err=True)
     failed: list = []
     try:
         while not stop.wait(0.5):
