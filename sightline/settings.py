@@ -134,8 +134,9 @@ class ServingSettings(_Section):
     charge in this time."""
     processes: int = Field(1, ge=1, le=64)
     """Server processes of ``sightline serve`` sharing the port (SO_REUSEPORT; the kernel spreads
-    connections over them). They pace every budget together (``pacing_flush_s``); each allows
-    1/N of every key's rate; frequency caps need a shared store (``frequency_store`` sqlite or redis)."""
+    connections over them). They pace every budget together (``pacing_flush_s``) and share one
+    bucket per API key (``rate_limit_store``); frequency caps need a shared store
+    (``frequency_store`` sqlite or redis)."""
     frequency_store: Literal["memory", "sqlite", "redis"] | None = None
     """Where frequency-cap counts live. ``None``: ``redis`` (``feast.redis_url``) when the online store
     is Redis (profile prod), else ``sqlite`` (``<data_dir>/serving/frequency.db``, shared by the

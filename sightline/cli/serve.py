@@ -29,8 +29,9 @@ def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool, p
     packages register (campaigns, experiments, privacy), gRPC health and reflection.
     Callers send an API key in the `x-api-key` metadata; create one with
     `sightline serve keys create --owner my-app --scope recommend --scope feedback`.
-    With --processes N, N processes share the port (the kernel spreads connections);
-    each paces 1/N of every budget and grants 1/N of every key's rate.
+    With --processes N, N processes share the port (the kernel spreads connections); they
+    pace every budget together through the campaign store and share one rate-limit bucket
+    per API key.
     """
     if ctx.invoked_subcommand is not None:
         return
