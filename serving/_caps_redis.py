@@ -16,6 +16,21 @@ from serving._caps import WEEK_DAYS, StoreReads
 from serving.errors import Unavailable
 
 _SEP = "\x1f"
+
+
+def request_path_client(url: str, timeout_s: float, *, decode_responses: bool = False):
+    """(a redis-py client for ``host:port``, the errors it raises) for calls a request waits on:
+    short timeouts and no retries with backoff (redis-py's default waits seconds); its users
+    skip Redis for a while after a failure and degrade instead."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    host, _, port = url.removeprefix("redis://").partition(":")
+    client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_timeout=timeout_s,
+                         socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
+                         decode_responses=decode_responses)
+    return client, (redis.RedisError, OSError)
 _TTL_S = (WEEK_DAYS + 1) * 86_400
 
 
@@ -26,18 +41,8 @@ class RedisFrequencyStore(StoreReads):
 
     def __init__(self, url: str, *, prefix: str = "sightline", timeout_s: float = 0.05,
                  breaker_s: float = 1.0) -> None:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        host, _, port = url.removeprefix("redis://").partition(":")
         self.url = url
-        self._errors = (redis.RedisError, OSError)
-        # no retries with backoff (redis-py's default waits seconds): a request cannot wait for
-        # Redis; after a failure the store is skipped for ``breaker_s`` (the caller degrades)
-        self._client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_timeout=timeout_s,
-                                   socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
-                                   decode_responses=True)
+        self._client, self._errors = request_path_client(url, timeout_s, decode_responses=True)
         self._prefix = f"{prefix}:freq:"
         self._breaker_s = breaker_s
         self._down_until = 0.0

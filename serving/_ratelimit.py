@@ -216,18 +216,13 @@ class RedisRateLimiter:
 
     def __init__(self, url: str, default_rate: float, default_burst: float, *, prefix: str = "sightline",
                  fallback_share: float = 1.0, timeout_s: float = 0.05, breaker_s: float = 1.0) -> None:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        from serving._caps_redis import request_path_client
 
-        host, _, port = url.removeprefix("redis://").partition(":")
         self.url = url
         self._default = (default_rate, default_burst)
-        self._client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_timeout=timeout_s,
-                                   socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+        self._client, self._errors = request_path_client(url, timeout_s)
         self._script = self._client.register_script(_REDIS_BUCKET)
         self._prefix = f"{prefix}:ratelimit:"
-        self._errors = (redis.RedisError, OSError)
         self._fallback = RateLimiter(default_rate, default_burst, share=fallback_share)
         self._breaker_s = breaker_s
         self._down_until = 0.0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
@@ -208,11 +207,6 @@ def _value_decoder(types: dict) -> Callable[[str, bytes], object]:
     return decode
 
 
-def _store_now() -> int:
-    """Now as Feast's SQLite adapter stores a time: ``int(naive_utc.timestamp())``."""
-    return int(datetime.now(timezone.utc).replace(tzinfo=None).timestamp())
-
-
 class _SqliteChanges:
     """The incremental read of one view in Feast's SQLite online table (``ItemStatsReader.changes``).
 
@@ -276,7 +270,9 @@ class _SqliteChanges:
         version = self._data_version()
         if version == self._version:
             return {}
-        since = min(self._latest, _store_now()) - self._overlap_s   # one row stamped in the future must not stop reads
+        from streaming._online_rows import write_stamp     # now as the store stamps rows
+
+        since = min(self._latest, write_stamp()) - self._overlap_s   # one row stamped in the future must not stop reads
         found = self._conn.execute(self._changed_sql, (since,)).fetchall()
         wanted, names, decode, prefix = self._wanted, self._names, self._decode, self._prefix
         latest = self._latest
