@@ -196,16 +196,13 @@ def concat_blocks(head: ItemBlock, tail: ItemBlock) -> ItemBlock:
         known = head.vocab_index.get(k)
         if known is None:
             known = head.vocab_index[k] = {v: i for i, v in enumerate(hvocab)}
-        index: dict = {}                 # the tail's values the head has not met
         vocab = list(hvocab)
         remap = np.empty(len(tvocab), dtype=np.int64)
-        for j, v in enumerate(tvocab):
+        for j, v in enumerate(tvocab):          # distinct values: one the head lacks takes the next code
             at = known.get(v)
             if at is None:
-                at = index.get(v)
-                if at is None:
-                    at = index[v] = len(vocab)
-                    vocab.append(v)
+                at = len(vocab)
+                vocab.append(v)
             remap[j] = at
         codes[k] = (np.concatenate([hcodes, remap[tcodes]]), vocab)
     keyed: dict[tuple, tuple[np.ndarray, list, dict]] = {}
