@@ -16,7 +16,12 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from serving._pacing import DAY_S, PacerState, PacingConfig, PlanCurve, admit, update
+
+if TYPE_CHECKING:       # the store's row type; importing campaigns here would load SQLAlchemy with serving
+    from campaigns import PacingLevels
 
 
 @dataclass
@@ -182,9 +187,9 @@ class PacingBook:
                         entry.unflushed += amount
 
     def levels(self, day: int, now: float) -> dict[str, tuple[float, float, float, float | None, float]]:
-        """Campaign → (issued, outstanding, variance, rate estimate, ``now``): this process's own
-        levels on ``day`` that changed since the last call, for the other processes' ``sync``.
-        Call ``touch`` with the campaigns if they could not be stored."""
+        """Campaign → this process's own levels on ``day`` that changed since the last call, in
+        ``PacingLevels`` order (issued, outstanding, variance, rate estimate, ``now``), for the other
+        processes' ``sync``. Call ``touch`` with the campaigns if they could not be stored."""
         out = {}
         with self._lock:
             for (campaign_id, d), entry in self._book.items():
@@ -201,12 +206,11 @@ class PacingBook:
                 if entry is not None:
                     entry.dirty = True
 
-    def sync(self, day: int, spent: dict[str, float], others: dict[str, dict] | None = None,
+    def sync(self, day: int, spent: dict[str, float], others: "dict[str, dict[str, PacingLevels]] | None" = None,
              now: float | None = None) -> None:
         """Take in every server's figures for ``day``: ``spent`` = campaign → total charged by all
         (the spend ledger, this process's stored charges included); ``others`` = campaign →
-        writer → levels (``issued, outstanding, outstanding_var, rate, seen_s``) of the *other*
-        processes, or None to keep the last ones. Outstanding CPC cost counts while its writer
+        writer → ``PacingLevels`` of the *other* processes, or None to keep the last ones. Outstanding CPC cost counts while its writer
         wrote it within the click window (a stopped process's clicks can still come); a campaign
         without a rate estimate adopts the newest other writer's, so a restarted process
         throttles at once instead of serving unthrottled for its first interval."""
@@ -221,14 +225,14 @@ class PacingBook:
                     entry.state.spent = entry.own_spent + entry.ext_spent
                     continue
                 rows = list(others.get(campaign_id, {}).values())
-                entry.ext_issued = sum(r[0] for r in rows)
-                live = [r for r in rows if fresh_after is None or r[4] >= fresh_after]
-                entry.ext_outstanding = sum(r[1] for r in live)
-                entry.ext_var = sum(r[2] for r in live)
+                entry.ext_issued = sum(r.issued for r in rows)
+                live = [r for r in rows if fresh_after is None or r.seen_s >= fresh_after]
+                entry.ext_outstanding = sum(r.outstanding for r in live)
+                entry.ext_var = sum(r.outstanding_var for r in live)
                 if entry.state.rate is None:
-                    rated = [r for r in rows if r[3] is not None]
+                    rated = [r for r in rows if r.rate is not None]
                     if rated:
-                        entry.state.rate = max(rated, key=lambda r: r[4])[3]
+                        entry.state.rate = max(rated, key=lambda r: r.seen_s).rate
                 entry.total()
 
     def status(self, campaign_id: str, t: float) -> PacerState | None:
