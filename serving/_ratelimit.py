@@ -245,3 +245,26 @@ class RedisRateLimiter:
 
     def close(self) -> None:
         self._client.close()
+
+
+def rate_limiter(settings):
+    """The API-key limiter the settings name (``serving.rate_limit_store``, profile default)."""
+    from serving.errors import ServerConfigError
+
+    cfg = settings.serving
+    kind = settings.rate_limit_store_kind
+    if kind == "redis":                    # one bucket per key for every server
+        return RedisRateLimiter(settings.feast.redis_url, cfg.rate_limit_rps, cfg.rate_limit_burst,
+                                prefix=settings.kafka.topic_prefix, fallback_share=1.0 / cfg.processes)
+    if kind == "file":                   # one bucket per key for every process of the machine
+        if cfg.rate_limit_file is None:
+            raise ServerConfigError("serving.rate_limit_store = file needs serving.rate_limit_file (a path); "
+                                    "set it, or use memory or redis")
+        try:
+            return SharedRateLimiter(create_bucket_file(cfg.rate_limit_file, exist_ok=True), cfg.rate_limit_rps,
+                                     cfg.rate_limit_burst, fallback_share=1.0 / cfg.processes)
+        except (OSError, ValueError) as exc:
+            raise ServerConfigError(f"serving.rate_limit_file {cfg.rate_limit_file}: {exc}; point it at a "
+                                    "writable path of its own, or leave it unset") from exc
+    return RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst, share=1.0 / cfg.processes)
+

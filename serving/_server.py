@@ -17,7 +17,7 @@ import grpc
 
 from serving._interceptors import AuthInterceptor, DecodeInterceptor, ErrorInterceptor
 from serving._keys import SCOPES, ApiKeyStore
-from serving._ratelimit import RateLimiter, RedisRateLimiter, SharedRateLimiter, create_bucket_file
+from serving._ratelimit import rate_limiter
 from serving.errors import ServerConfigError
 
 log = logging.getLogger(__name__)
@@ -173,23 +173,7 @@ def build_server(
     if cfg.require_api_key:
         if api_keys is None:
             api_keys, owns_keys = ApiKeyStore.from_settings(settings), True
-        kind = settings.rate_limit_store_kind
-        if kind == "redis":                    # one bucket per key for every server
-            limiter = RedisRateLimiter(settings.feast.redis_url, cfg.rate_limit_rps, cfg.rate_limit_burst,
-                                       prefix=settings.kafka.topic_prefix, fallback_share=1.0 / cfg.processes)
-        elif kind == "file":                   # one bucket per key for every process of the machine
-            if cfg.rate_limit_file is None:
-                raise ServerConfigError("serving.rate_limit_store = file needs serving.rate_limit_file (a path); "
-                                        "set it, or use memory or redis")
-            try:
-                limiter = SharedRateLimiter(create_bucket_file(cfg.rate_limit_file, exist_ok=True), cfg.rate_limit_rps,
-                                            cfg.rate_limit_burst, fallback_share=1.0 / cfg.processes)
-            except (OSError, ValueError) as exc:
-                raise ServerConfigError(f"serving.rate_limit_file {cfg.rate_limit_file}: {exc}; point it at a "
-                                        "writable path of its own, or leave it unset") from exc
-        else:
-            limiter = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst, share=1.0 / cfg.processes)
-        interceptors.append(AuthInterceptor(scopes, api_keys, limiter, clock))
+        interceptors.append(AuthInterceptor(scopes, api_keys, rate_limiter(settings), clock))
     else:
         api_keys = None
         log.warning("serving.require_api_key is off: every caller may call every method")

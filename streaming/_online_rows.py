@@ -156,12 +156,12 @@ class SqliteRowEncoder:
             out.append(hit)
         return out
 
-    def rows(self, view: str, frame: pl.DataFrame, created: int | None = None) -> list[tuple]:
+    def rows(self, view: str, frame: pl.DataFrame) -> list[tuple]:
         """``(entity_key, feature_name, value, value_text, event_ts, created_ts)`` per cell of
-        ``frame``; ``created_ts`` is ``created`` (epoch seconds), by default now."""
+        ``frame``; ``created_ts`` is now (``write_stamp``)."""
         if frame.height == 0:
             return []
-        created = write_stamp() if created is None else created
+        created = write_stamp()
         join_key = self._entities[view]
         key = self._key
         keys = [key(join_key, k) for k in frame[join_key].to_list()]
