@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from serving._pacing import DAY_S, PacerState, PacingConfig, PlanCurve, admit, update
 
-if TYPE_CHECKING:       # the store's row type; importing campaigns here would load SQLAlchemy with serving
-    from campaigns import PacingLevels
+if TYPE_CHECKING:       # the store's type; importing campaigns here would load SQLAlchemy with serving
+    from campaigns import PacingTotals
 
 
 @dataclass
@@ -206,15 +206,15 @@ class PacingBook:
                 if entry is not None:
                     entry.dirty = True
 
-    def sync(self, day: int, spent: dict[str, float], others: "dict[str, dict[str, PacingLevels]] | None" = None,
-             now: float | None = None) -> None:
+    def sync(self, day: int, spent: dict[str, float], others: "dict[str, PacingTotals] | None" = None) -> None:
         """Take in every server's figures for ``day``: ``spent`` = campaign → total charged by all
         (the spend ledger, this process's stored charges included); ``others`` = campaign →
-        writer → ``PacingLevels`` of the *other* processes, or None to keep the last ones. Outstanding CPC cost counts while its writer
-        wrote it within the click window (a stopped process's clicks can still come); a campaign
-        without a rate estimate adopts the newest other writer's, so a restarted process
-        throttles at once instead of serving unthrottled for its first interval."""
-        fresh_after = None if now is None else now - self.click_window_s
+        ``PacingTotals`` of the *other* processes (``CampaignStore.pacing_totals``: their pending
+        CPC cost only of writers within the click window, as a stopped process's clicks can
+        still come), or None to keep the last ones. A campaign without a rate estimate adopts
+        the newest other writer's, so a restarted process throttles at once instead of serving
+        unthrottled for its first interval. O(campaigns) under the book's lock, which requests
+        wait for: the sums come summed."""
         with self._lock:
             ids = set(spent) | set(others or ()) | {cid for cid, d in self._book if d == day}
             for campaign_id in ids:
@@ -224,15 +224,14 @@ class PacingBook:
                 if others is None:
                     entry.state.spent = entry.own_spent + entry.ext_spent
                     continue
-                rows = list(others.get(campaign_id, {}).values())
-                entry.ext_issued = sum(r.issued for r in rows)
-                live = [r for r in rows if fresh_after is None or r.seen_s >= fresh_after]
-                entry.ext_outstanding = sum(r.outstanding for r in live)
-                entry.ext_var = sum(r.outstanding_var for r in live)
-                if entry.state.rate is None:
-                    rated = [r for r in rows if r.rate is not None]
-                    if rated:
-                        entry.state.rate = max(rated, key=lambda r: r.seen_s).rate
+                theirs = others.get(campaign_id)
+                if theirs is None:
+                    entry.ext_issued = entry.ext_outstanding = entry.ext_var = 0.0
+                else:
+                    entry.ext_issued, entry.ext_outstanding, entry.ext_var = (
+                        theirs.issued, theirs.outstanding, theirs.outstanding_var)
+                    if entry.state.rate is None and theirs.rate is not None:
+                        entry.state.rate = theirs.rate
                 entry.total()
 
     def status(self, campaign_id: str, t: float) -> PacerState | None:

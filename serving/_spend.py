@@ -9,7 +9,8 @@ process
 - reads back today's totals and hands them to the book (``PacingBook.sync``);
 - every ``levels_every`` flushes (5 s), also writes its own levels (cost issued today, CPC
   cost still waiting for clicks, the spend-rate estimate) as rows of its own
-  (``CampaignStore.put_pacing``, keyed by writer) and reads the other writers' back: they
+  (``CampaignStore.put_pacing``, keyed by writer) and reads the other writers' back, summed
+  by the store (``CampaignStore.pacing_totals``): they
   steer the controller, which moves every 5 minutes, and the CPC reserve, a 10-minute
   window, so seconds do not matter there (a flush with ~1,000 campaigns' levels costs
   ~17 ms of CPU on SQLite, one with their spend alone ~5 ms).
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -73,8 +75,9 @@ class SpendLedger:
     def _read(self, now: float, levels: bool = True) -> dict[str, float]:
         day = int(now // DAY_S)
         spent = self._store.spend_on(day)
-        others = self._store.pacing_on(day, exclude_writer=self.writer) if levels else None
-        self._book.sync(day, spent, others, now)
+        others = (self._store.pacing_totals(day, exclude_writer=self.writer,
+                                            fresh_after=now - self._book.click_window_s) if levels else None)
+        self._book.sync(day, spent, others)
         return spent
 
     def flush(self, *, levels: bool | None = None) -> bool:
@@ -127,11 +130,16 @@ class SpendLedger:
     def start(self) -> "SpendLedger":
         if self._thread is None:
             self._stop.clear()
+            # processes started together would flush, and write their levels, in the same
+            # instant: every 5 s both would pause their requests at once
+            self._count = random.randrange(self.levels_every)
             self._thread = threading.Thread(target=self._run, name="serving-spend-ledger", daemon=True)
             self._thread.start()
         return self
 
     def _run(self) -> None:
+        if self._stop.wait(self.flush_s * random.random()):
+            return
         while not self._stop.wait(self.flush_s):
             self.flush()
 

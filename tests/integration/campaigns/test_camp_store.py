@@ -268,6 +268,30 @@ def test_spend_ledger_adds_from_several_servers_at_once(store_url):
             s.close()
 
 
+def test_pacing_totals_are_summed_by_the_database(store_url):
+    """What a process's book reads of the others every 5 s: one row per campaign however many
+    writers (each process start is one) left rows today."""
+    from campaigns import CampaignStore, PacingLevels as L, PacingTotals
+
+    day = 20_000
+    a, b = CampaignStore.open(store_url), CampaignStore.open(store_url)
+    try:
+        a.put_pacing(day, "w-a", {"c1": L(1.0, 0.2, 0.04, 0.01, 100.0), "c2": L(3.0, 0.7, 0.1, None, 100.0)})
+        b.put_pacing(day, "w-b", {"c1": L(2.0, 0.5, 0.1, 0.02, 700.0)})
+        b.put_pacing(day, "w-c", {"c1": L(4.0, 1.0, 0.3, None, 800.0)})     # newest, but without a rate
+        totals = b.pacing_totals(day, exclude_writer="w-x", fresh_after=650.0)
+        assert set(totals) == {"c1", "c2"}
+        assert totals["c1"] == pytest.approx(PacingTotals(7.0, 1.5, 0.4, 0.02)), \
+            "w-a wrote before fresh_after: its issued cost counts, its pending clicks do not"
+        assert totals["c2"] == PacingTotals(3.0, 0.0, 0.0, None)
+        mine_excluded = a.pacing_totals(day, exclude_writer="w-b")
+        assert mine_excluded["c1"] == pytest.approx(PacingTotals(5.0, 1.2, 0.34, 0.01))
+        assert a.pacing_totals(day + 1) == {}
+    finally:
+        a.close()
+        b.close()
+
+
 def test_pacing_levels_are_kept_per_writer_and_replaced(store_url):
     """Each server process replaces its own rows; a reader gets every other writer's."""
     from campaigns import CampaignStore, PacingLevels

@@ -204,12 +204,19 @@ class _Store:
         for cid, lv in levels.items():
             self.rows[(day, cid, writer)] = lv
 
-    def pacing_on(self, day, *, exclude_writer=None):
+    def pacing_totals(self, day, *, exclude_writer=None, fresh_after=None):
+        from campaigns import PacingTotals
+
         out = {}
         for (d, cid, w), lv in self.rows.items():
             if d == day and w != exclude_writer:
-                out.setdefault(cid, {})[w] = lv
-        return out
+                out.setdefault(cid, []).append(lv)
+        fresh = (lambda lv: True) if fresh_after is None else (lambda lv: lv.seen_s >= fresh_after)
+        return {cid: PacingTotals(sum(lv.issued for lv in rows), sum(lv.outstanding for lv in rows if fresh(lv)),
+                                  sum(lv.outstanding_var for lv in rows if fresh(lv)),
+                                  max((lv for lv in rows if lv.rate is not None), key=lambda lv: lv.seen_s,
+                                      default=PacingTotals(0, 0, 0, None)).rate)
+                for cid, rows in out.items()}
 
 
 def test_spend_ledger_flushes_restores_and_keeps_charges_through_an_outage():
