@@ -40,7 +40,7 @@ from campaigns._model import (
 )
 from campaigns._report import REPORT_COLUMNS, delivery_report, pacing_status, plot_spend, report_from_log, totals
 from campaigns._snapshot import CampaignSnapshot, SnapshotCache, load_snapshot
-from campaigns._store import CampaignStore, PacingLevels, PacingTotals
+from campaigns._store import RETIRED_WRITER, CampaignStore, PacingLevels, PacingTotals
 from campaigns._validation import Rules, advertiser_problems, campaign_problems, creative_problems, product_problems
 from campaigns._yaml import ImportPlan, apply_import, dump_yaml, export_document, load_yaml, plan_import
 from campaigns.errors import AlreadyExists, CampaignError, NotFound, PermissionDenied, StoreUnavailable, ValidationError
@@ -53,7 +53,7 @@ __all__ = [
     "Advertiser", "AuditEntry", "Bid", "Budget", "Campaign", "Creative", "DaypartWindow", "FrequencyCap", "Product",
     "Schedule", "Targeting",
     "ImportPlan", "apply_import", "dump_yaml", "export_document", "load_yaml", "plan_import",
-    "CampaignSnapshot", "SnapshotCache", "load_snapshot", "CampaignStore", "PacingLevels", "PacingTotals",
+    "CampaignSnapshot", "SnapshotCache", "load_snapshot", "CampaignStore", "PacingLevels", "PacingTotals", "RETIRED_WRITER",
     "Rules", "advertiser_problems", "campaign_problems", "creative_problems", "product_problems",
     "AlreadyExists", "CampaignError", "NotFound", "PermissionDenied", "StoreUnavailable", "ValidationError",
     "SENSITIVE_TOPS", "Category", "Taxonomy",

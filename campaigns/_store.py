@@ -51,6 +51,10 @@ class PacingLevels(NamedTuple):
     """When it wrote these (its clock, epoch seconds)."""
 
 
+RETIRED_WRITER = "~retired"
+"""The writer under which ``CampaignStore.retire_pacing`` keeps stopped processes' levels."""
+
+
 class PacingTotals(NamedTuple):
     """The other writers' pacing levels of one campaign and day, summed by the store
     (``CampaignStore.pacing_totals``): what a process's book needs of them."""
@@ -673,6 +677,33 @@ class CampaignStore:
             for cid, writer, *values in conn.execute(query):
                 out.setdefault(cid, {})[writer] = PacingLevels(*values)
         return out
+
+    def retire_pacing(self, day: int, writer: str) -> int:
+        """Fold a stopping ``writer``'s rows of UTC ``day`` into one row per campaign under
+        ``RETIRED_WRITER`` (issued cost and pending CPC cost added, the newest rate kept), in
+        one transaction; returns how many rows it folded. Each process start is a new writer,
+        so without this a day of restarts leaves N x ~1,000 rows that every reader sums. The
+        folded pending cost counts until the click window has passed since the last folded
+        writer stopped, a little longer than each alone would (more is reserved, never less)."""
+        t = T.pacing_writers
+        with self._engine.begin() as conn:
+            gone = conn.execute(sa.delete(t).where(t.c.day == int(day), t.c.writer == writer).returning(
+                t.c.campaign_id, t.c.issued, t.c.outstanding, t.c.outstanding_var, t.c.rate, t.c.seen_s)).all()
+            if not gone:
+                return 0
+            stmt = self._upsert(t)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[t.c.day, t.c.campaign_id, t.c.writer],
+                set_={"issued": t.c.issued + stmt.excluded.issued,
+                      "outstanding": t.c.outstanding + stmt.excluded.outstanding,
+                      "outstanding_var": t.c.outstanding_var + stmt.excluded.outstanding_var,
+                      "rate": sa.func.coalesce(stmt.excluded.rate, t.c.rate),
+                      "seen_s": sa.func.max(t.c.seen_s, stmt.excluded.seen_s) if conn.dialect.name == "sqlite"
+                      else sa.func.greatest(t.c.seen_s, stmt.excluded.seen_s)})
+            conn.execute(stmt, [{"day": int(day), "campaign_id": cid, "writer": RETIRED_WRITER, "issued": issued,
+                                 "outstanding": out, "outstanding_var": var, "rate": rate, "seen_s": seen}
+                                for cid, issued, out, var, rate, seen in gone])
+        return len(gone)
 
     def pacing_totals(self, day: int, *, exclude_writer: str | None = None,
                       fresh_after: float | None = None) -> dict[str, PacingTotals]:

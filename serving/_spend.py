@@ -144,8 +144,15 @@ class SpendLedger:
             self.flush()
 
     def stop(self) -> None:
+        """The last flush, then this writer's rows are folded into the stopped writers' row
+        (``CampaignStore.retire_pacing``), so restarts do not pile up rows for the readers."""
         if self._thread is not None:
             self._stop.set()
             self._thread.join(timeout=10)
             self._thread = None
-        self.flush(levels=True)
+        if not self.flush(levels=True):
+            return                      # what could not be stored stays: the rows are still right
+        try:
+            self._store.retire_pacing(int(self._clock() // DAY_S), self.writer)
+        except Exception as exc:  # noqa: BLE001 - the rows stay and still count; only their number grows
+            log.warning("could not fold this process's pacing rows (%s); they stay as they are", exc)

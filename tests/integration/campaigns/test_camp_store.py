@@ -292,6 +292,35 @@ def test_pacing_totals_are_summed_by_the_database(store_url):
         b.close()
 
 
+def test_stopped_writers_fold_into_one_row_per_campaign(store_url):
+    """A day of restarts leaves one retired row per campaign, not one row per process start,
+    and the readers' totals do not move when a writer is folded."""
+    from campaigns import RETIRED_WRITER, CampaignStore, PacingLevels as L
+
+    day = 20_000
+    store = CampaignStore.open(store_url)
+    try:
+        store.put_pacing(day, "w-1", {"c1": L(1.0, 0.2, 0.04, 0.01, 100.0), "c2": L(2.0, 0.0, 0.0, None, 100.0)})
+        store.put_pacing(day, "w-2", {"c1": L(3.0, 0.5, 0.1, None, 200.0)})
+        store.put_pacing(day, "w-live", {"c1": L(0.5, 0.1, 0.01, 0.03, 250.0)})
+        before = store.pacing_totals(day, exclude_writer="reader", fresh_after=150.0)
+        assert store.retire_pacing(day, "w-1") == 2
+        assert store.retire_pacing(day, "w-2") == 1
+        assert store.retire_pacing(day, "w-2") == 0, "a second fold finds nothing"
+        rows = store.pacing_on(day)
+        assert set(rows["c1"]) == {RETIRED_WRITER, "w-live"} and set(rows["c2"]) == {RETIRED_WRITER}
+        assert rows["c1"][RETIRED_WRITER] == pytest.approx(L(4.0, 0.7, 0.14, 0.01, 200.0))
+        after = store.pacing_totals(day, exclude_writer="reader", fresh_after=150.0)
+        assert after["c1"].issued == before["c1"].issued == pytest.approx(4.5)
+        assert after["c2"] == before["c2"]
+        assert after["c1"].rate == pytest.approx(0.03), "the live writer's rate is still the newest"
+        # the folded pending cost counts until the window has passed since the last fold's writer
+        assert after["c1"].outstanding == pytest.approx(0.8) and before["c1"].outstanding == pytest.approx(0.6)
+        assert store.pacing_totals(day, fresh_after=225.0)["c1"].outstanding == pytest.approx(0.1)
+    finally:
+        store.close()
+
+
 def test_pacing_levels_are_kept_per_writer_and_replaced(store_url):
     """Each server process replaces its own rows; a reader gets every other writer's."""
     from campaigns import CampaignStore, PacingLevels

@@ -204,6 +204,18 @@ class _Store:
         for cid, lv in levels.items():
             self.rows[(day, cid, writer)] = lv
 
+    def retire_pacing(self, day, writer):
+        from campaigns import PacingLevels
+
+        gone = {cid: self.rows.pop((d, cid, w)) for (d, cid, w) in list(self.rows) if d == day and w == writer}
+        for cid, lv in gone.items():
+            old = self.rows.get((day, cid, "~retired"), PacingLevels(0.0, 0.0, 0.0, None, 0.0))
+            self.rows[(day, cid, "~retired")] = PacingLevels(old.issued + lv.issued, old.outstanding + lv.outstanding,
+                                                             old.outstanding_var + lv.outstanding_var,
+                                                             lv.rate if lv.rate is not None else old.rate,
+                                                             max(old.seen_s, lv.seen_s))
+        return len(gone)
+
     def pacing_totals(self, day, *, exclude_writer=None, fresh_after=None):
         from campaigns import PacingTotals
 
@@ -319,3 +331,31 @@ def test_a_carried_over_rate_sets_p_at_the_first_observation():
     assert p == pytest.approx(100.0 / 43_200.0, rel=0.01)
     fresh = PacerState(budget=100.0)
     assert update(fresh, 12 * 3600.0, PlanCurve()) == 1.0
+
+
+def test_a_stopping_ledger_folds_its_rows_and_the_others_still_count_them():
+    from campaigns import RETIRED_WRITER
+    from serving._delivery import PacingBook
+    from serving._spend import SpendLedger
+
+    now = [20_000 * DAY_S + 3600.0]
+    store = _Store()
+    for generation in range(3):                   # three restarts of one process in a day
+        book = PacingBook()
+        ledger = SpendLedger(book, store, clock=lambda: now[0])
+        ledger.restore()
+        book.served("cpm", 100.0, now[0], charge=1.0)
+        ledger.stop()
+        assert not any(w == ledger.writer for (_, _, w) in store.rows), "its rows are folded at stop"
+        now[0] += 60.0
+    assert set(store.rows) == {(20_000, "cpm", RETIRED_WRITER)}
+    reader = PacingBook()
+    reader_ledger = SpendLedger(reader, store, clock=lambda: now[0])
+    reader_ledger.restore()
+    assert reader.status("cpm", now[0]).spent == pytest.approx(3.0)
+    assert store.rows[(20_000, "cpm", RETIRED_WRITER)].issued == pytest.approx(3.0)
+    store.down = True
+    reader.served("cpm", 100.0, now[0], charge=1.0)
+    reader_ledger.stop()                          # the store is down: nothing folded, nothing lost
+    store.down = False
+    assert reader.take_charges() == {20_000: {"cpm": pytest.approx(1.0)}}
