@@ -214,7 +214,7 @@ class PacingBook:
         still come), or None to keep the last ones. A campaign without a rate estimate adopts
         the newest other writer's, so a restarted process throttles at once instead of serving
         unthrottled for its first interval. O(campaigns) under the book's lock, which requests
-        wait for: the sums come summed."""
+        wait for: the store did the summing."""
         with self._lock:
             ids = set(spent) | set(others or ()) | {cid for cid, d in self._book if d == day}
             for campaign_id in ids:

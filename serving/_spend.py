@@ -14,7 +14,9 @@ process
   steer the controller, which moves every 5 minutes, and the CPC reserve, a 10-minute
   window, so seconds do not matter there (a flush with ~1,000 campaigns' levels costs
   ~17 ms of CPU on SQLite, one with their spend alone ~5 ms).
-A process starting does the read before it serves (``restore``).
+A process starting does the read before it serves (``restore``); one stopping folds its
+rows into one row per campaign kept for the stopped writers (``stop``), so a day of restarts
+does not leave every reader more rows to sum.
 
 Before this, N processes each paced 1/N of every budget: an app on one connection reaches
 one process, so its campaigns could spend half their budget at most with two processes.
@@ -63,6 +65,7 @@ class SpendLedger:
         self._thread: threading.Thread | None = None
         self.flushes = 0
         self.failures = 0
+        self._retired = False
 
     def restore(self) -> dict[str, float]:
         """Today's spend so far by campaign (every server's), given to the book with the other
@@ -100,7 +103,8 @@ class SpendLedger:
             self._book.give_back(charges)
             ok = False
             self._warn("could not store pacing spend (%s); kept for the next flush", exc)
-        changed = self._book.levels(day, now) if levels else {}
+        # a folded writer writes no levels again: its issued cost is already in the folded row
+        changed = self._book.levels(day, now) if levels and not self._retired else {}
         if ok and changed:
             try:
                 self._store.put_pacing(day, self.writer, {cid: PacingLevels(*lv) for cid, lv in changed.items()})
@@ -154,5 +158,6 @@ class SpendLedger:
             return                      # what could not be stored stays: the rows are still right
         try:
             self._store.retire_pacing(int(self._clock() // DAY_S), self.writer)
+            self._retired = True
         except Exception as exc:  # noqa: BLE001 - the rows stay and still count; only their number grows
             log.warning("could not fold this process's pacing rows (%s); they stay as they are", exc)
