@@ -223,12 +223,13 @@ class _Store:
         for (d, cid, w), lv in self.rows.items():
             if d == day and w != exclude_writer:
                 out.setdefault(cid, []).append(lv)
-        fresh = (lambda lv: True) if fresh_after is None else (lambda lv: lv.seen_s >= fresh_after)
-        return {cid: PacingTotals(sum(lv.issued for lv in rows), sum(lv.outstanding for lv in rows if fresh(lv)),
-                                  sum(lv.outstanding_var for lv in rows if fresh(lv)),
-                                  max((lv for lv in rows if lv.rate is not None), key=lambda lv: lv.seen_s,
-                                      default=PacingTotals(0, 0, 0, None)).rate)
-                for cid, rows in out.items()}
+        totals = {}
+        for cid, rows in out.items():
+            live = [lv for lv in rows if fresh_after is None or lv.seen_s >= fresh_after]
+            rated = sorted((lv for lv in rows if lv.rate is not None), key=lambda lv: lv.seen_s)
+            totals[cid] = PacingTotals(sum(lv.issued for lv in rows), sum(lv.outstanding for lv in live),
+                                       sum(lv.outstanding_var for lv in live), rated[-1].rate if rated else None)
+        return totals
 
 
 def test_spend_ledger_flushes_restores_and_keeps_charges_through_an_outage():
