@@ -41,6 +41,7 @@ class _Campaign:
     dirty: bool = False  # own levels or the rate estimate changed since the last ``levels``
 
     def total(self) -> None:
+        """The state's totals from the two parts: every change to a part ends here, so they cannot drift."""
         st = self.state
         st.spent = self.own_spent + self.ext_spent
         st.issued = self.own_issued + self.ext_issued
@@ -86,8 +87,7 @@ class PacingBook:
             entry.own_var = max(0.0, entry.own_var - var)
         if not entry.pending:
             entry.own_outstanding = entry.own_var = 0.0    # no float residue once nothing is pending
-        entry.state.outstanding = entry.own_outstanding + entry.ext_outstanding
-        entry.state.outstanding_var = entry.own_var + entry.ext_var
+        entry.total()
         entry.dirty = True
 
     def _update(self, entry: _Campaign, sec: float) -> None:
@@ -137,21 +137,16 @@ class PacingBook:
             return
         with self._lock:
             entry, _ = self._get(campaign_id, budget, t)
-            state = entry.state
             entry.own_spent += charge
             entry.own_issued += charge
             entry.unflushed += charge
-            state.spent += charge
-            state.issued += charge
             if click_price:
                 cost, var = click_price * pctr, click_price * click_price * pctr * (1 - pctr)
                 entry.pending.append((t, cost, var))
                 entry.own_outstanding += cost
                 entry.own_var += var
                 entry.own_issued += cost
-                state.outstanding += cost
-                state.outstanding_var += var
-                state.issued += cost
+            entry.total()
             entry.dirty = True
 
     def clicked(self, campaign_id: str, budget: float | None, t: float, charge: float) -> None:
@@ -163,7 +158,7 @@ class PacingBook:
             entry, _ = self._get(campaign_id, budget, t)
             entry.own_spent += charge
             entry.unflushed += charge
-            entry.state.spent += charge
+            entry.total()
 
     def take_charges(self) -> dict[int, dict[str, float]]:
         """Day → campaign → what was charged since the last call (whole charges, not this
