@@ -52,6 +52,18 @@ if [ ! -f "$SHARED/.complete" ]; then
 else
   say "shared virtualenv up to date ($SHARED)"
 fi
+# 2b. bytecode, once: uv installs no .pyc files, and where PYTHONDONTWRITEBYTECODE is set (CI images,
+#     containers) Python never writes them either, so every process would compile torch, torchrec and
+#     feast from source again: importing torchrec and feast took 15.4 s without them, 8.7 s with.
+if [ ! -f "$SHARED/.bytecode" ]; then
+  say "compiling the shared virtualenv's bytecode (once, ~30 s; each Python start then saves ~7 s)"
+  SHARED_SITE=$("$SHARED/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  # a few test and template files in the wheels are not Python 3 (compileall reports them and
+  # exits 1); they are never imported, so only an absent interpreter is an error here
+  "$SHARED/bin/python" -m compileall -q -j 0 "$SHARED_SITE" >/dev/null 2>&1 || [ $? -eq 1 ] \
+    || die "compiling the bytecode of $SHARED_SITE failed: run '$SHARED/bin/python -m compileall -q $SHARED_SITE' to see why"
+  touch "$SHARED/.bytecode"
+fi
 
 # 3. per-clone layer
 if [ "$(cat .venv/.shared 2>/dev/null)" != "$SHARED" ]; then
