@@ -378,6 +378,7 @@ class _Hub:
 
 def _hub_main() -> None:
     """Entry of the hub process: config on stdin (then stdin is the lifeline), "ready" on stdout."""
+    import gc
     import signal
     import socket
     from multiprocessing.connection import Listener, wait
@@ -412,10 +413,15 @@ def _hub_main() -> None:
         return ItemStatsReader(open_store(settings))
 
     hub = _Hub(open_reader, slice_rows)
+    gc.disable()   # importing Feast leaves ~400k long-lived objects: no full collections over them meanwhile
     try:   # open Feast now, while the servers start (importing it takes ~8 s here, far more under load)
         hub.open()
     except Exception as exc:  # noqa: BLE001 - the first refresh retries and reports it to the subscribers
         log.warning("item-statistics refresher could not open the feature store yet: %s", exc)
+    finally:
+        gc.enable()
+    gc.collect()
+    gc.freeze()
     lifeline = stdin.fileno()
     niced = False
     due = time.monotonic()
