@@ -705,6 +705,14 @@ class CampaignStore:
                                 for cid, issued, out, var, rate, seen in gone])
         return len(gone)
 
+    def pacing_writers(self, day: int) -> list[str]:
+        """The writers with rows on UTC ``day`` (``put_pacing``), ``RETIRED_WRITER`` aside:
+        serving folds those whose process is gone (``retire_pacing``)."""
+        t = T.pacing_writers
+        with self._engine.connect() as conn:
+            return sorted(conn.execute(sa.select(t.c.writer).distinct()
+                                       .where(t.c.day == int(day), t.c.writer != RETIRED_WRITER)).scalars())
+
     def pacing_totals(self, day: int, *, exclude_writer: str | None = None,
                       fresh_after: float | None = None) -> dict[str, PacingTotals]:
         """Campaign id → ``PacingTotals`` of every writer's levels on UTC ``day`` but

@@ -16,7 +16,8 @@ process
   ~17 ms of CPU on SQLite, one with their spend alone ~5 ms).
 A process starting does the read before it serves (``restore``); one stopping folds its
 rows into one row per campaign kept for the stopped writers (``stop``), so a day of restarts
-does not leave every reader more rows to sum.
+does not leave every reader more rows to sum. The rows of one that crashed are folded by the
+next ledger on its node (``fold_gone``: at ``restore`` and every 5 minutes).
 
 Before this, N processes each paced 1/N of every budget: an app on one connection reaches
 one process, so its campaigns could spend half their budget at most with two processes.
@@ -29,6 +30,7 @@ window through its last levels.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -43,22 +45,59 @@ from serving._pacing import DAY_S
 log = logging.getLogger(__name__)
 
 
+def _node() -> str:
+    """Who can see this process's pid: the host, its boot and the pid namespace, as 8 hex
+    digits (the host name alone is shared by replicas whose names differ only past their
+    first 24 characters, and by containers with the host's network but pids of their own)."""
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(path) if path.endswith("/pid") else open(path).read().strip())
+        except OSError:
+            parts.append("?")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
+
+
 def writer_id() -> str:
-    """Unique per process start: host, pid and a random part (a pid is reused after a restart)."""
-    return f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """Unique per process start: host, node (``_node``), pid and a random part (a pid is
+    reused after a restart)."""
+    return f"{socket.gethostname()[:24]}-{_node()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def writer_is_gone(writer: str, node: str | None = None) -> bool:
+    """True only when ``writer``'s process has certainly exited: it ran on this node
+    (``_node``) and its pid is free. A pid in use again, another node's writer, or an id of
+    another shape is taken as alive: folding a live writer's rows would count its cost twice,
+    leaving a dead one's only costs the readers a few rows more."""
+    try:
+        _, writer_node, pid, _ = writer.rsplit("-", 3)
+        pid = int(pid)
+    except ValueError:
+        return False
+    if writer_node != (node or _node()) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:       # PermissionError: the pid is in use, by someone else
+        return False
+    return False
 
 
 class SpendLedger:
     """``restore`` once before serving, then ``start``; ``stop`` flushes what is left."""
 
     def __init__(self, book, store, *, flush_s: float = 1.0, clock: Callable[[], float] = time.time,
-                 writer: str | None = None, levels_every: int = 5) -> None:
+                 writer: str | None = None, levels_every: int = 5, fold_every_s: float = 300.0) -> None:
         if flush_s <= 0:
             raise ValueError(f"flush_s must be positive, got {flush_s}; use e.g. 1.0")
         if levels_every < 1:
             raise ValueError(f"levels_every must be at least 1, got {levels_every}")
         self._book, self._store, self.flush_s, self._clock = book, store, flush_s, clock
         self.levels_every = levels_every
+        self.fold_every_s = fold_every_s
+        self._fold_due = clock() + fold_every_s
         self._count = 0
         self.writer = writer or writer_id()
         self._stop = threading.Event()
@@ -69,11 +108,33 @@ class SpendLedger:
 
     def restore(self) -> dict[str, float]:
         """Today's spend so far by campaign (every server's), given to the book with the other
-        writers' levels."""
+        writers' levels; first the rows of this node's crashed writers are folded."""
+        try:
+            self.fold_gone()
+        except Exception as exc:  # noqa: BLE001 - the rows stay and still count; the read below tells if the store is down
+            log.warning("could not fold the rows of exited server processes (%s); the flush thread tries again", exc)
         spent = self._read(self._clock())
         if spent:
             log.info("pacing resumes today's spend of %d campaigns (%.2f in all)", len(spent), sum(spent.values()))
         return spent
+
+    def fold_gone(self) -> int:
+        """Fold the rows of today's writers whose process has exited without folding its own
+        (killed, crashed: ``writer_is_gone``) as ``stop`` would have; returns the rows folded.
+        Run by ``restore`` and every ``fold_every_s`` by the flush thread, so a crash loop
+        leaves no pile of rows for the readers. Only this node's writers can be told dead;
+        another node's wait for a process of their own node to start."""
+        day = int(self._clock() // DAY_S)
+        node = _node()
+        folded = 0
+        for writer in self._store.pacing_writers(day):
+            if writer != self.writer and writer_is_gone(writer, node):
+                rows = self._store.retire_pacing(day, writer)
+                if rows:
+                    log.info("folded %d pacing rows of %s, a server process that exited without folding them",
+                             rows, writer)
+                folded += rows
+        return folded
 
     def _read(self, now: float, levels: bool = True) -> dict[str, float]:
         day = int(now // DAY_S)
@@ -120,6 +181,13 @@ class SpendLedger:
             except Exception as exc:  # noqa: BLE001 - as above; the book keeps the last totals
                 ok = False
                 self._warn("could not read the other servers' pacing (%s); using the last totals", exc)
+        if ok and now >= self._fold_due and not self._retired:
+            self._fold_due = now + self.fold_every_s
+            try:
+                self.fold_gone()
+            except Exception as exc:  # noqa: BLE001 - the rows stay and still count; only their number grows
+                log.warning("could not fold the rows of exited server processes (%s); trying again in %.0f s",
+                            exc, self.fold_every_s)
         if ok:
             self.flushes += 1
         else:

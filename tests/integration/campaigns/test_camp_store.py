@@ -303,10 +303,13 @@ def test_stopped_writers_fold_into_one_row_per_campaign(store_url):
         store.put_pacing(day, "w-1", {"c1": L(1.0, 0.2, 0.04, 0.01, 100.0), "c2": L(2.0, 0.0, 0.0, None, 100.0)})
         store.put_pacing(day, "w-2", {"c1": L(3.0, 0.5, 0.1, None, 200.0)})
         store.put_pacing(day, "w-live", {"c1": L(0.5, 0.1, 0.01, 0.03, 250.0)})
+        store.put_pacing(day + 1, "w-tomorrow", {"c1": L(1.0, 0.0, 0.0, None, 300.0)})
+        assert store.pacing_writers(day) == ["w-1", "w-2", "w-live"]
         before = store.pacing_totals(day, exclude_writer="reader", fresh_after=150.0)
         assert store.retire_pacing(day, "w-1") == 2
         assert store.retire_pacing(day, "w-2") == 1
         assert store.retire_pacing(day, "w-2") == 0, "a second fold finds nothing"
+        assert store.pacing_writers(day) == ["w-live"], "the folded row is no writer to fold"
         rows = store.pacing_on(day)
         assert set(rows["c1"]) == {RETIRED_WRITER, "w-live"} and set(rows["c2"]) == {RETIRED_WRITER}
         assert rows["c1"][RETIRED_WRITER] == pytest.approx(L(4.0, 0.7, 0.14, 0.01, 200.0))

@@ -204,6 +204,11 @@ class _Store:
         for cid, lv in levels.items():
             self.rows[(day, cid, writer)] = lv
 
+    def pacing_writers(self, day):
+        if self.down:
+            raise ConnectionError("store down")
+        return sorted({w for (d, _, w) in self.rows if d == day and w != "~retired"})
+
     def retire_pacing(self, day, writer):
         from campaigns import PacingLevels
 
@@ -360,3 +365,58 @@ def test_a_stopping_ledger_folds_its_rows_and_the_others_still_count_them():
     reader_ledger.stop()                          # the store is down: nothing folded, nothing lost
     store.down = False
     assert reader.take_charges() == {20_000: {"cpm": pytest.approx(1.0)}}
+
+
+def test_rows_of_a_crashed_process_are_folded_and_only_those():
+    """A process killed before ``stop`` leaves its rows; the next ledger on its node folds
+    them (same totals, fewer rows). A live process's rows, another node's and an id of an
+    older shape stay: folding a live writer would count its cost twice."""
+    import os
+    import subprocess
+    import sys
+
+    from campaigns import RETIRED_WRITER, PacingLevels
+    from serving._delivery import PacingBook
+    from serving._spend import SpendLedger, _node, writer_is_gone
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()                                             # its pid is free now
+    node = _node()
+    crashed = f"host-{node}-{gone.pid}-0123abcd"
+    alive = f"host-{node}-{os.getppid()}-4567cdef"           # the pytest runner's parent: running
+    elsewhere = f"host-{'0' * 8 if node != '0' * 8 else '1' * 8}-{gone.pid}-89abcdef"
+    old_shape = f"host-{gone.pid}-89abcdef"
+    assert writer_is_gone(crashed) and not writer_is_gone(alive)
+    assert not writer_is_gone(elsewhere) and not writer_is_gone(old_shape) and not writer_is_gone("x")
+
+    now = 20_000 * DAY_S + 3600.0
+    store = _Store()
+    for i, w in enumerate((crashed, alive, elsewhere, old_shape)):
+        store.put_pacing(20_000, w, {"cpm": PacingLevels(1.0 + i, 0.0, 0.0, None, now - 60.0)})
+    before = store.pacing_totals(20_000)["cpm"].issued
+    book = PacingBook()
+    ledger = SpendLedger(book, store, clock=lambda: now)
+    ledger.restore()
+    writers = {w for (_, _, w) in store.rows}
+    assert writers == {RETIRED_WRITER, alive, elsewhere, old_shape}, "only the crashed writer is folded"
+    assert store.pacing_totals(20_000)["cpm"].issued == pytest.approx(before) == pytest.approx(10.0)
+    assert ledger.fold_gone() == 0, "a second pass finds nothing to fold"
+
+    # the flush thread looks again every fold_every_s: a writer that crashes later is folded then
+    later = f"host-{node}-{gone.pid}-fedc9876"
+    store.put_pacing(20_000, later, {"cpm": PacingLevels(5.0, 0.0, 0.0, None, now)})
+    clock = [now]
+    ledger = SpendLedger(PacingBook(), store, clock=lambda: clock[0], fold_every_s=300.0)
+    assert ledger.flush() and (20_000, "cpm", later) in store.rows, "not due yet"
+    clock[0] += 300.0
+    assert ledger.flush() and (20_000, "cpm", later) not in store.rows
+    assert store.rows[(20_000, "cpm", RETIRED_WRITER)].issued == pytest.approx(6.0)
+
+    def no_listing(day):
+        raise ConnectionError("store down")
+
+    crashed_too = f"host-{node}-{gone.pid}-11112222"
+    store.put_pacing(20_000, crashed_too, {"cpm": PacingLevels(1.0, 0.0, 0.0, None, now)})
+    store.pacing_writers = no_listing                      # a fold that fails does not stop a restore
+    assert SpendLedger(PacingBook(), store, clock=lambda: now).restore() == {}
+    assert (20_000, "cpm", crashed_too) in store.rows, "nothing folded, nothing lost"
