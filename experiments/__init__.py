@@ -44,6 +44,7 @@ from experiments.errors import (
 _LAZY = {
     "AnalysisOptions": "experiments._analysis", "ExperimentResult": "experiments._analysis",
     "analyze": "experiments._analysis", "unit_table": "experiments._analysis", "METRICS": "experiments._analysis",
+    "served_requests": "experiments._analysis",
     "GUARDRAILS": "experiments._analysis", "decide": "experiments._decision",
     "render_terminal": "experiments._report", "render_html": "experiments._report", "to_json": "experiments._report",
     "to_csv": "experiments._report", "SyntheticWorld": "experiments._synthetic", "synthetic_logs": "experiments._synthetic",

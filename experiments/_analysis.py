@@ -36,6 +36,9 @@ GUARDRAILS: dict[str, tuple[str, str, str, float, str]] = {
     "ad_load": ("ad_impressions", "requests", "increase", 0.05, "Ad load (ad impressions per request)"),
 }
 LATENCY_TOLERANCE = 0.10
+LATENCY_MIN_REQUESTS = 200
+"""An arm's latency p99 is reported from this many requests up: the p99 of fewer is one or two
+of the slowest calls, and the guardrail compares two p99s without a test."""
 SRM_ALPHA = 0.001
 _COUNTERS = ("requests", "impressions", "clicks", "conversions", "revenue", "ad_impressions", "filled_requests")
 
@@ -304,24 +307,42 @@ def _covariate(sub, num: str, den: str | None) -> np.ndarray | None:
     return y, x
 
 
+def served_requests(feedback):
+    """The ``requests`` frame of ``analyze`` from the feedback log: one row per request whose
+    impressions Recommend logged (``serve_ms``, its server time: handler start to reply) with
+    measurement consent (else the request id and arms are not logged). Requests that showed
+    nothing are not in it, as they are not in the fill rate's denominator either."""
+    import polars as pl
+
+    if "serve_ms" not in feedback.columns or not feedback.height:
+        return None
+    out = (feedback.filter((pl.col("type") == "impression") & pl.col("serve_ms").is_not_null()
+                           & (pl.col("request_id") != ""))
+           .group_by("request_id")
+           .agg(pl.col("experiment_arms").first(), pl.col("serve_ms").first().alias("latency_ms"),
+                pl.col("event_time").min()))
+    return out if out.height else None
+
+
 def _latency_p99(requests, experiment: Experiment, as_of) -> dict[str, float]:
     import polars as pl
 
     if requests is None or "latency_ms" not in requests.columns or "experiment_arms" not in requests.columns:
         return {}
     r = requests.with_columns(arm=pl.col("experiment_arms").str.json_path_match(f"$['{experiment.id}']"))
-    r = r.filter(pl.col("arm").is_not_null())
+    r = r.filter(pl.col("arm").is_not_null() & pl.col("latency_ms").is_not_null())
     if as_of is not None and "event_time" in r.columns:
         r = r.filter(pl.col("event_time") <= as_of)
-    out = r.group_by("arm").agg(p99=pl.col("latency_ms").quantile(0.99, interpolation="linear"))
+    out = (r.group_by("arm").agg(p99=pl.col("latency_ms").quantile(0.99, interpolation="linear"), n=pl.len())
+           .filter(pl.col("n") >= LATENCY_MIN_REQUESTS))
     return dict(zip(out["arm"].to_list(), out["p99"].to_list()))
 
 
 def analyze(experiment: Experiment, exposures, feedback, *, options: AnalysisOptions | None = None,
             requests=None) -> ExperimentResult:
     """Analyse one experiment. ``exposures``/``feedback`` are polars frames with the event-log
-    schemas (``features.read_events``); ``requests`` (optional) has ``experiment_arms``,
-    ``latency_ms`` [, ``event_time``] for the latency guardrail."""
+    schemas (``features.read_events``); ``requests`` (``experiment_arms``, ``latency_ms``
+    [, ``event_time``]) feeds the latency guardrail, by default ``served_requests(feedback)``."""
     import polars as pl
 
     options = options or AnalysisOptions()
@@ -345,7 +366,7 @@ def analyze(experiment: Experiment, exposures, feedback, *, options: AnalysisOpt
     last_fb = feedback["event_time"].max() if feedback.height else None
     window = (first, max([t for t in (table["first_exposure"].max(), last_fb) if t is not None], default=None))
 
-    latency = _latency_p99(requests, experiment, options.as_of)
+    latency = _latency_p99(served_requests(feedback) if requests is None else requests, experiment, options.as_of)
     weights = experiment.weights
     arms: list[ArmSummary] = []
     for arm in experiment.arm_names:

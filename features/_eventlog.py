@@ -31,6 +31,9 @@ def _schema(kind: str):
             ("local_hour", pa.int32()), ("local_weekday", pa.int32()),
             ("experiment_arms", pa.string()),      # JSON object {experiment_id: arm}
             ("consent_personalization", pa.bool_()), ("consent_measurement", pa.bool_()),
+            # impressions logged by Recommend: the server's time to answer the request (ms);
+            # null on other events and in parts written before 2026-12-05
+            ("serve_ms", pa.float64()),
         ])
     if kind == "exposures":
         return pa.schema([
@@ -59,11 +62,14 @@ def append_events(data_dir: Path, kind: str, table) -> Path | None:
 
 
 def read_events(data_dir: Path, kind: str):
-    """All rows of an event log as a polars DataFrame (empty, correctly typed, if none)."""
+    """All rows of an event log as a polars DataFrame in the current schema (empty, correctly
+    typed, if none; a column newer than a part file is null in its rows)."""
     import polars as pl
 
     directory = event_log_dir(data_dir, kind)
     parts = sorted(directory.glob("part-*.parquet")) if directory.exists() else []
+    empty = pl.from_arrow(_schema(kind).empty_table())
     if not parts:
-        return pl.from_arrow(_schema(kind).empty_table())
-    return pl.read_parquet(parts)
+        return empty
+    # parts written before a column was added lack it: read as nulls (the columns only grow)
+    return pl.read_parquet(parts, schema=empty.schema, missing_columns="insert")

@@ -257,6 +257,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
 
     # -- Recommend ----------------------------------------------------------------------
     def Recommend(self, request, context):  # noqa: N802 - gRPC name
+        started = time.perf_counter()
         remaining = context.time_remaining() if context is not None else None
         if remaining is not None and remaining <= 0:
             # the call waited out its deadline in the queue: its caller has given up, so doing the
@@ -444,6 +445,7 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
         # impression events, off the request path (queued in one go)
         if events:
             head = _event_head(events[0][0], events_pb2.IMPRESSION, now_ms, consent, context=x)
+            head.serve_ms = round((time.perf_counter() - started) * 1000.0, 3)
             self._events.send_many(self._topic_feedback, [
                 _item_event(head, imp, token, events_pb2.IMPRESSION, spend) for imp, token, spend in events])
         return reply

@@ -299,10 +299,20 @@ def _summarize(settings: Settings, summary: DemoSummary, say: Say) -> None:
             ctr = (ads.group_by("arm").agg((pl.col("type") == "impression").sum().alias("impressions"),
                                            (pl.col("type") == "click").sum().alias("clicks")))
             arms = arms.join(ctr, on="arm", how="left")
+        from experiments import served_requests
+
+        served = served_requests(feedback)      # each request's server time, from its impressions
+        if served is not None:
+            took = (served.with_columns(pl.col("experiment_arms").str.json_path_match(f"$.{DEMO_EXPERIMENT}").alias("arm"))
+                    .group_by("arm").agg(pl.col("latency_ms").quantile(0.5).alias("serve_p50_ms"),
+                                         pl.col("latency_ms").quantile(0.99).alias("serve_p99_ms")))
+            arms = arms.join(took, on="arm", how="left")
         for row in arms.iter_rows(named=True):
             imps, clicks = row.get("impressions") or 0, row.get("clicks") or 0
+            took = (f"  server time p50 {row['serve_p50_ms']:.1f} / p99 {row['serve_p99_ms']:.1f} ms"
+                    if row.get("serve_p50_ms") is not None else "")
             say(f"   arm {row['arm']:<10} units {row['units']:,}  ad impressions {imps:,}  "
-                f"clicks {clicks:,}  CTR {clicks / imps if imps else 0:.2%}")
+                f"clicks {clicks:,}  CTR {clicks / imps if imps else 0:.2%}{took}")
         f["arms"] = arms.to_dicts()
     say(f"   next: 'sightline experiments report {DEMO_EXPERIMENT}', 'sightline campaigns report', "
         "'sightline stack status'")

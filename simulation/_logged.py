@@ -189,6 +189,7 @@ def to_feedback_events(world: World, frame: pl.DataFrame, *, model_version: str 
         pl.lit(model_version).alias("model_version"),
         pl.lit(None, dtype=pl.Float64).alias("pctr"),
         pl.lit("{}").alias("experiment_arms"),
+        pl.lit(None, dtype=pl.Float64).alias("serve_ms"),      # a logging policy, not a server: no latency
     )
     imp_spend = pl.when(pl.col("_pricing") == "cpm").then(pl.col("_bid") / 1000.0).otherwise(0.0)
     click_spend = pl.when(pl.col("_pricing") == "cpc").then(pl.col("_bid")).otherwise(0.0)
@@ -204,7 +205,7 @@ def to_feedback_events(world: World, frame: pl.DataFrame, *, model_version: str 
         "event_id", "event_time", "user_id", "type", "impression_token", "request_id", "item_kind", "item_id",
         "campaign_id", "advertiser_id", "product_sku", "category", "position", "spend", "conversion_value",
         "model_version", "pctr", "app_id", "device", "scene", "objects", "intent_text", "location_category", "region",
-        "local_hour", "local_weekday", "experiment_arms", "consent_personalization", "consent_measurement",
+        "local_hour", "local_weekday", "experiment_arms", "consent_personalization", "consent_measurement", "serve_ms",
     ]
     return pl.concat([impressions.select(columns), clicks.select(columns), conversions.select(columns)]).sort(
         "event_time", maintain_order=True)

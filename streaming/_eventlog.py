@@ -20,7 +20,8 @@ def feedback_rows(events: list[tuple[pb.FeedbackEvent, bool, bool]]) -> dict[str
         "event_id", "event_time", "user_id", "type", "impression_token", "request_id", "item_kind", "item_id",
         "campaign_id", "advertiser_id", "product_sku", "category", "position", "spend", "conversion_value",
         "model_version", "pctr", "app_id", "device", "scene", "objects", "intent_text", "location_category",
-        "region", "local_hour", "local_weekday", "experiment_arms", "consent_personalization", "consent_measurement")}
+        "region", "local_hour", "local_weekday", "experiment_arms", "consent_personalization", "consent_measurement",
+        "serve_ms")}
     for m, personalization, measurement in events:
         c = m.context
         values = (
@@ -28,7 +29,8 @@ def feedback_rows(events: list[tuple[pb.FeedbackEvent, bool, bool]]) -> dict[str
             m.impression_token, m.request_id, _KINDS.get(m.item_kind, ""), m.item_id, m.campaign_id, m.advertiser_id,
             m.product_sku, m.category, m.position, m.spend, m.conversion_value, m.model_version, m.pctr, m.app_id,
             _DEVICES.get(c.device, ""), c.scene, list(c.objects), c.intent_text, c.location_category, c.region,
-            c.local_hour, c.local_weekday, json.dumps(dict(m.experiment_arms), sort_keys=True), personalization, measurement)
+            c.local_hour, c.local_weekday, json.dumps(dict(m.experiment_arms), sort_keys=True), personalization, measurement,
+            m.serve_ms or None)
         for key, value in zip(cols, values):
             cols[key].append(value)
     return cols

@@ -79,13 +79,15 @@ class SyntheticEvents:
         user = user or rng.choice(self.users)
         item, campaign, category = rng.choice(self.items)
         kind = kind or rng.choices((pb.IMPRESSION, pb.CLICK, pb.CONVERSION), weights=(85, 12, 3))[0]
+        position = rng.randint(0, 4)
         return pb.FeedbackEvent(
             event_id=self._id(), event_time_ms=self._time(time_ms), user_id=user, consent=self.profiles.get(user, pb.Consent()),
             type=kind, impression_token=self._id(), request_id=self._id(), item_kind=pb.AD, item_id=item,
-            campaign_id=campaign, advertiser_id="adv1", category=category, position=rng.randint(0, 4),
+            campaign_id=campaign, advertiser_id="adv1", category=category, position=position,
             spend=0.002 if kind == pb.IMPRESSION else (0.4 if kind == pb.CLICK else 0.0),
             conversion_value=25.0 if kind == pb.CONVERSION else 0.0, model_version="m1", pctr=0.03,
-            context=pb.Context(scene=rng.choice(SCENES), device=pb.GLASSES), experiment_arms={"exp1": "a"}, app_id="app1")
+            context=pb.Context(scene=rng.choice(SCENES), device=pb.GLASSES), experiment_arms={"exp1": "a"}, app_id="app1",
+            serve_ms=4.0 + 0.25 * position if kind == pb.IMPRESSION else 0.0)   # as Recommend logs them
 
     def consent(self, user: str, consent: pb.Consent, time_ms: int | None = None) -> pb.ConsentEvent:
         self.profiles[user] = consent

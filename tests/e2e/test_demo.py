@@ -55,6 +55,8 @@ def test_small_demo_tells_the_whole_story(demo_dir, tmp_path):
         f"replies should come from the two registered models (none from the fallback ranker): {served_by}")
     arms = {row["arm"] for row in figures.get("arms", [])}
     assert arms == {"torchrec", "xgboost"}, f"both experiment arms should have exposed units, got {arms}"
+    for row in figures["arms"]:     # Recommend's server time, logged on impressions, per arm
+        assert 0 < row["serve_p50_ms"] <= row["serve_p99_ms"] < 2000, row
     ingest = figures["ingest"]
     assert ingest.get("in.context", 0) > 0 and ingest.get("stored", 0) > 0
     assert not any(k.startswith("dlq.") for k in ingest), f"good demo traffic reached a DLQ: {ingest}"

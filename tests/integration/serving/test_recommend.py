@@ -170,6 +170,7 @@ def test_feedback_click_builds_the_event_and_charges(running):
     assert click.type == events_pb2.CLICK and click.campaign_id == ad.campaign_id and click.item_id == ad.creative_id
     assert click.user_id == "fb-1" and click.request_id == reply.request_id and click.position == 0
     assert click.spend == pytest.approx(ad.price_charged, rel=1e-5) and click.pctr == pytest.approx(ad.pctr, rel=1e-4)
+    assert click.serve_ms == 0, "a serve time belongs to the impression Recommend logged, not to a reported click"
     conv = running.feedback(serving_pb2.FeedbackRequest(type=events_pb2.CONVERSION, conversion_value=42.0,
                                                         impression_token=reply.suggestions[0].impression_token))
     assert conv.event_id

@@ -65,5 +65,9 @@ def test_events_to_online_and_offline_features_match_independent_computation(ing
     log = read_events(ingest_settings.data_dir, "feedback")
     want = {m.event_id for m in fb if m.consent.context and m.consent.measurement}
     assert log.height == len(want) and set(log["event_id"]) == want
+    serve = dict(zip(log["event_id"].to_list(), log["serve_ms"].to_list()))
+    assert all(serve[m.event_id] == (m.serve_ms if m.type == 1 else None) for m in fb if m.event_id in want), \
+        "impressions keep Recommend's serve time, the rest have none"
+    assert any(v is not None for v in serve.values())
     exposures = read_events(ingest_settings.data_dir, "exposures")
     assert set(exposures["event_id"]) == {m.event_id for m in ex if m.consent.measurement}

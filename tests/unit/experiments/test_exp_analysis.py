@@ -209,3 +209,44 @@ def test_sequential_timeline_and_reports(logs):
     render_terminal(res, console)
     text = console.export_text()
     assert "decision:" in text and "SRM check" in text and "ctr" in text
+
+
+def _with_serve_times(fb: pl.DataFrame, ms_by_arm: dict[str, float], seed: int = 0) -> pl.DataFrame:
+    """Give every request's impressions one serve time, drawn per arm (as Recommend logs it)."""
+    rng = np.random.default_rng(seed)
+    reqs = fb.filter(pl.col("type") == "impression").select("request_id", "experiment_arms").unique("request_id")
+    arm = reqs["experiment_arms"].str.json_path_match("$['ab']").to_list()
+    ms = [float(rng.gamma(4.0, ms_by_arm[a or "control"] / 4.0)) for a in arm]   # the pre-period's too
+    times = reqs.select("request_id").with_columns(pl.Series("t", ms, dtype=pl.Float64))
+    return (fb.join(times, on="request_id", how="left")
+              .with_columns(serve_ms=pl.when(pl.col("type") == "impression").then(pl.col("t")))
+              .drop("t").select(fb.columns))
+
+
+def test_latency_guardrail_reads_the_serve_times_of_the_feedback_log():
+    """Recommend logs its serve time on impressions; the analysis takes each request once,
+    reports p99 per arm and blocks an arm whose p99 rose more than the tolerance."""
+    from experiments._analysis import LATENCY_MIN_REQUESTS, served_requests
+
+    exp = _exp()
+    ex, fb = synthetic_logs(exp, SyntheticWorld(arm_ctr={"control": 0.05, "treatment": 0.08}, units=3000), seed=5)
+    assert analyze(exp, ex, fb, options=NO_TIMELINE).arms[0].latency_p99_ms is None, "no serve times: no figure"
+
+    slow = _with_serve_times(fb, {"control": 4.0, "treatment": 6.0})
+    reqs = served_requests(slow)
+    assert reqs.height == slow.filter(pl.col("type") == "impression")["request_id"].n_unique(), "one row per request"
+    res = analyze(exp, ex, slow, options=NO_TIMELINE)
+    by_arm = {a.arm: a.latency_p99_ms for a in res.arms}
+    for arm, mean in (("control", 4.0), ("treatment", 6.0)):
+        rows = reqs.filter(pl.col("experiment_arms").str.contains(arm))["latency_ms"]
+        assert by_arm[arm] == pytest.approx(rows.quantile(0.99, interpolation="linear"))
+        assert by_arm[arm] > 2 * mean, "a p99, not a mean"
+    latency = next(g for g in res.guardrails if g.guardrail == "latency_p99")
+    assert latency.breached and "rose" in latency.reason and res.decision.verdict == "don't ship"
+
+    same = analyze(exp, ex, _with_serve_times(fb, {"control": 4.0, "treatment": 4.0}, seed=1), options=NO_TIMELINE)
+    assert not next(g for g in same.guardrails if g.guardrail == "latency_p99").breached
+
+    # too few requests for a p99: the figure is left out rather than read off the slowest call
+    few = reqs.head(LATENCY_MIN_REQUESTS - 1)
+    assert all(a.latency_p99_ms is None for a in analyze(exp, ex, fb, options=NO_TIMELINE, requests=few).arms)

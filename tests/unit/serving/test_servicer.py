@@ -1,5 +1,6 @@
 """The Recommend servicer in-process with fakes: deadlines and the user-feature fallbacks."""
 
+import time
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 
@@ -147,7 +148,9 @@ def test_each_served_item_logs_one_impression_with_its_own_fields(measured):
     request.consent.measurement = measured
     request.context.scene = "park"
     request.surfaces.suggestions = 1
+    began = time.perf_counter()
     reply = s.Recommend(request, None)
+    took_ms = (time.perf_counter() - began) * 1000.0
     items = [(a.impression_token, a.creative_id, events_pb2.AD) for a in reply.ads] + \
             [(p.impression_token, p.product_sku, events_pb2.PRODUCT) for p in reply.suggestions]
     assert len(items) == 2
@@ -159,6 +162,8 @@ def test_each_served_item_logs_one_impression_with_its_own_fields(measured):
         assert (event.user_id, event.request_id) == (("u", reply.request_id) if measured else ("", ""))
         assert event.HasField("context") == measured and (event.context.scene == "park") == measured
     assert logged[0].campaign_id == "c1" and logged[0].category == "sports/running_shoes" and logged[1].position == 0
+    # the reply's serve time, on each of its impressions (the experiments' latency guardrail)
+    assert len({e.serve_ms for e in logged}) == 1 and 0 < logged[0].serve_ms <= took_ms
 
 
 def test_a_new_snapshot_is_built_off_the_request_path(monkeypatch):
