@@ -99,8 +99,18 @@ def _mlp(sizes: list[int], final_relu: bool):
     return nn.Sequential(*layers)
 
 
+def _quiet_fbgemm() -> None:
+    """Ignore the DeprecationWarnings fbgemm_gpu 1.9 raises while torchrec imports it (two SSD
+    optimizer lookups absent from the CPU build, a module it imports itself): a dozen lines
+    in every user's output with nothing to act on. Called before each first use of torchrec."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"fbgemm_gpu(\.|$)")
+
+
 def build_ranker(cfg: RankerConfig, device=None):
     """The ``Ranker`` module (tables on ``device``; ``"meta"`` defers allocation to DMP)."""
+    _quiet_fbgemm()
     import torch
     import torch.nn as nn
     from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
@@ -207,6 +217,7 @@ class BatchSource:
         return self.enc.size
 
     def batch(self, a: int, b: int):
+        _quiet_fbgemm()
         import torch
         from torchrec import KeyedJaggedTensor
         from torchrec.datasets.utils import Batch
@@ -221,6 +232,7 @@ class BatchSource:
 
 def kjt_from_encoded(enc: EncodedBatch, keys: list[str]):
     """Whole ``EncodedBatch`` → (dense tensor, KeyedJaggedTensor) for inference."""
+    _quiet_fbgemm()
     import torch
     from torchrec import KeyedJaggedTensor
 

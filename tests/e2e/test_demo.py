@@ -45,7 +45,7 @@ def test_small_demo_tells_the_whole_story(demo_dir, tmp_path):
 
     figures = json.loads(out.read_text())["figures"]
     respond = figures["respond"]
-    assert respond["requests"] > 100 and respond["failed_requests"] == 0
+    assert respond["requests"] > 100 and respond["failed_requests"] == 0 and respond["feedback_errors"] == 0, respond
     assert respond["impressions"] > respond["requests"]
     assert 0 < respond["ctr"] < 0.5
     assert figures["fill_rate"] > 0.3
