@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "pacing": ("max_overspend_pct", "max_underspend_pct", "pacing_rmse", "two_servers_shared_max_underspend_pct"),
     "experiments": ("aa_false_positive_rate", "ab_power_observed", "ab_power_predicted", "srm_flags_broken_split"),
     "hostile": (),
+    "startup": ("imports_s", "imports_from_source_s", "ratio_source_to_bytecode", "server_ready_s"),
 }
 
 

@@ -38,6 +38,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Callable
 
 from serving._pacing import DAY_S
@@ -50,9 +51,10 @@ def _node() -> str:
     digits (the host name alone is shared by replicas whose names differ only past their
     first 24 characters, and by containers with the host's network but pids of their own)."""
     parts = [socket.gethostname()]
-    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                 lambda: os.readlink("/proc/self/ns/pid")):
         try:
-            parts.append(os.readlink(path) if path.endswith("/pid") else open(path).read().strip())
+            parts.append(read())
         except OSError:
             parts.append("?")
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
@@ -94,6 +96,8 @@ class SpendLedger:
             raise ValueError(f"flush_s must be positive, got {flush_s}; use e.g. 1.0")
         if levels_every < 1:
             raise ValueError(f"levels_every must be at least 1, got {levels_every}")
+        if fold_every_s <= 0:
+            raise ValueError(f"fold_every_s must be positive, got {fold_every_s}; use e.g. 300")
         self._book, self._store, self.flush_s, self._clock = book, store, flush_s, clock
         self.levels_every = levels_every
         self.fold_every_s = fold_every_s

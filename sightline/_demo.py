@@ -225,7 +225,7 @@ def _serve_and_respond(settings: Settings, world, config: DemoConfig, progress: 
 
     keys = ApiKeyStore.from_settings(settings)
     # revoked when the run ends. One key carries the calls of thousands of simulated users'
-    # apps (Recommend and a report per impression, click and conversion: ~900 calls/s on 2
+    # apps (Recommend and a report per impression, click and conversion: ~700 calls/s on 2
     # cores), far above the per-app default of serving.rate_limit_rps.
     plaintext = keys.create_key(DEMO_APP, ["recommend", "feedback"], rate_per_s=DEMO_KEY_RPS, burst=DEMO_KEY_RPS)
     serve_settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"port": 0})})
