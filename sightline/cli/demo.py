@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -21,7 +22,8 @@ _SMALL = dict(users=2_000, products=3_000, advertisers=40, campaigns=120, creati
 @click.option("--world-size", type=int, default=2, show_default=True, help="Processes for sharded TorchRec training.")
 @click.option("--retrain", is_flag=True, help="Train again even when production/candidate models exist.")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Also write the summary figures as JSON.")
-@click.option("--no-progress", is_flag=True, help="No progress bars (logs, CI).")
+@click.option("--no-progress", is_flag=True,
+              help="No progress bars (also the default when stderr is not a terminal: logs, CI).")
 @click.pass_context
 def cli(ctx: click.Context, small: bool, requests: int | None, context_events: int | None,
         logged_requests: int | None, world_size: int, retrain: bool, json_out: str | None, no_progress: bool) -> None:
@@ -43,7 +45,8 @@ def cli(ctx: click.Context, small: bool, requests: int | None, context_events: i
     config = DemoConfig(world_size=world_size, retrain=retrain, **sizes)
     settings = get_settings(ctx)
     click.secho(f"Sightline demo (data in {settings.data_dir.resolve()})", bold=True)
-    summary = run_demo(settings, config, say=click.echo, progress=not no_progress)
+    # a bar redrawn with carriage returns is one endless line in a log file
+    summary = run_demo(settings, config, say=click.echo, progress=not no_progress and sys.stderr.isatty())
     total = sum(t for _, t in summary.stages)
     click.secho(f"\nDemo finished in {total:.0f}s.", bold=True)
     if json_out:
