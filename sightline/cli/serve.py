@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 import click
 
@@ -49,6 +50,7 @@ def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool, p
     if settings.serving.processes > 1:
         _serve_group(settings, host, port)
         return
+    began = time.monotonic()
     try:
         server = build_server(settings, app_services(settings), host=host, port=port)
     except ServingError as exc:
@@ -61,7 +63,8 @@ def cli(ctx: click.Context, host: str | None, port: int | None, no_auth: bool, p
     except ServingError as exc:
         server.stop(0)
         raise click.ClickException(str(exc)) from None
-    click.echo(f"serving on {server.address} ({'TLS' if server.tls else 'plaintext'}, "
+    click.echo(f"serving on {server.address} after {time.monotonic() - began:.1f} s of start-up "
+               f"({'TLS' if server.tls else 'plaintext'}, "
                f"{settings.serving.runtime} runtime; API-key limits in {settings.rate_limit_store_kind}; "
                f"services: {', '.join(s.name for s in server.services)}); Ctrl-C stops", err=True)
     try:
@@ -82,11 +85,13 @@ def _serve_group(settings, host: str | None, port: int | None) -> None:
     n = settings.serving.processes
     click.echo(f"starting {n} server processes ...", err=True)
     group = ServerGroup(settings, host=host, port=port)
+    began = time.monotonic()
     try:
         group.start()
     except ServingError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"serving on {group.address} with {n} processes (pids {', '.join(map(str, group.pids))}; "
+    click.echo(f"serving on {group.address} with {n} processes after {time.monotonic() - began:.1f} s of start-up "
+               f"(pids {', '.join(map(str, group.pids))}; "
                f"{settings.serving.runtime} runtime; "
                f"frequency caps in {settings.frequency_store_kind}, API-key limits in {group.rate_limit_store}, "
                "budgets paced together through the campaign store); Ctrl-C stops", err=True)

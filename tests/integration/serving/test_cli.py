@@ -35,7 +35,7 @@ def test_keys_create_list_revoke(tmp_path):
 def test_serve_runs_answers_health_and_stops_cleanly(kafka_settings, serving_kit, args, runtime):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    proc, found = serving_kit.start_cli_server(kafka_settings, args, r"serving on (\S+) \(\w+, (\w+) runtime",
+    proc, found = serving_kit.start_cli_server(kafka_settings, args, r"serving on (\S+) after [\d.]+ s of start-up \(\w+, (\w+) runtime",
                                                timeout_s=90)
     try:
         address = found.group(1)

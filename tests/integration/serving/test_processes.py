@@ -152,7 +152,7 @@ def test_sightline_serve_processes_runs_answers_and_stops(kafka_settings, servin
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     proc, found = serving_kit.start_cli_server(kafka_settings, ["--processes", "2"],
-                                               r"serving on (\S+) with 2 processes \(pids (\d+), (\d+);.*API-key limits in file")
+                                               r"serving on (\S+) with 2 processes after [\d.]+ s of start-up \(pids (\d+), (\d+);.*API-key limits in file")
     try:
         address, pids = found.group(1), [int(found.group(2)), int(found.group(3))]
         chans = _channels(address)
