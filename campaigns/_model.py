@@ -157,6 +157,10 @@ class FrequencyCap(_Model):
     """Impressions per user per (UTC) day; ``None`` = no cap."""
     per_week: int | None = None
     """Impressions per user per rolling 7 days; ``None`` = no cap."""
+    skip_uncounted: bool = False
+    """Users without personalization consent cannot be counted (nothing user-keyed may be
+    stored for them), so a cap cannot hold for them: ``False`` serves them the campaign
+    uncapped, ``True`` does not serve it to them at all."""
 
 
 class Creative(_Model):

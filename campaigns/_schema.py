@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables of the campaign store (the shape migration 0001 creates).
+"""SQLAlchemy Core tables of the campaign store (the shape the migrations in _migrations build).
 
 Scalar fields people filter on are columns; targeting, dayparting and exclusions are
 JSON (portable between SQLite and PostgreSQL). ``store_versions`` holds one counter per
@@ -8,7 +8,8 @@ reader detects change with one primary-key lookup.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import JSON, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy.sql.expression import false
 
 metadata = MetaData()
 
@@ -39,6 +40,7 @@ campaigns = Table(
     Column("targeting", JSON, nullable=False),
     Column("freq_cap_day", Integer, nullable=True),
     Column("freq_cap_week", Integer, nullable=True),
+    Column("freq_cap_skip_uncounted", Boolean, nullable=False, server_default=false()),
     Column("excluded_categories", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),

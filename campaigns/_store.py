@@ -116,6 +116,7 @@ def _campaign_row(c: Campaign, now: datetime, created: datetime | None, version:
         "bid_strategy": c.bid.strategy, "bid_amount": c.bid.amount,
         "targeting": c.targeting.model_dump(mode="json"),
         "freq_cap_day": c.frequency_cap.per_day, "freq_cap_week": c.frequency_cap.per_week,
+        "freq_cap_skip_uncounted": c.frequency_cap.skip_uncounted,
         "excluded_categories": list(c.excluded_categories),
         "created_at": created or now, "updated_at": now, "version": version,
     }
@@ -152,7 +153,8 @@ def _campaign_from(row: Mapping, creatives: Sequence[Creative]) -> Campaign:
         "budget": {"daily": row["daily_budget"], "lifetime": row["lifetime_budget"], "currency": row["currency"]},
         "bid": {"strategy": row["bid_strategy"], "amount": row["bid_amount"]},
         "targeting": row["targeting"],
-        "frequency_cap": {"per_day": row["freq_cap_day"], "per_week": row["freq_cap_week"]},
+        "frequency_cap": {"per_day": row["freq_cap_day"], "per_week": row["freq_cap_week"],
+                          "skip_uncounted": bool(row["freq_cap_skip_uncounted"])},
         "excluded_categories": row["excluded_categories"], "creatives": tuple(creatives),
         "created_at": utc(row["created_at"]), "updated_at": utc(row["updated_at"]), "version": row["version"],
     })

@@ -184,6 +184,9 @@ def campaign_problems(c: Campaign, rules: Rules, *, now: datetime | None = None,
     for name, v in (("per_day", fc.per_day), ("per_week", fc.per_week)):
         if v is not None and v <= 0:
             p.append((f"frequency_cap.{name}", f"{v} is not positive; set at least 1 (or remove the cap)"))
+    if fc.skip_uncounted and fc.per_day is None and fc.per_week is None:
+        p.append(("frequency_cap.skip_uncounted", "skips uncounted users for a cap that is not set; set per_day "
+                                                  "or per_week, or drop skip_uncounted"))
     if fc.per_day and fc.per_week and 0 < fc.per_week < fc.per_day:
         p.append(("frequency_cap.per_week", f"{fc.per_week} is below per_day {fc.per_day}; raise per_week to at "
                                             f"least {fc.per_day}"))

@@ -124,6 +124,7 @@ def _ad_specs(snapshot, index: ContextIndex, day) -> list[AdSpec]:
                 start=c.schedule.start, end=c.schedule.end,
                 dayparting=tuple((frozenset(w.weekdays), w.start_hour, w.end_hour) for w in c.schedule.dayparting),
                 daily_budget=c.daily_plan(day), cap_day=c.frequency_cap.per_day, cap_week=c.frequency_cap.per_week,
+                cap_skip_uncounted=c.frequency_cap.skip_uncounted,
                 sensitive=sensitive or (bool(category) and index.is_sensitive(category)),
             ))
     return specs

@@ -330,6 +330,11 @@ class RecommendationServicer(serving_pb2_grpc.RecommendationServiceServicer):
                 allowed = [not is_capped(per_day, per_week) for _, per_day, per_week in asks]
             ads = [a for a, ok in zip(ads, allowed) if ok]
             c.add("ads_capped", before - len(ads))
+        elif ads:
+            # a cap cannot count this user: the campaigns that asked for it are not served
+            before = len(ads)
+            ads = [a for a in ads if not a.spec.cap_skip_uncounted]
+            c.add("ads_capped_uncounted", before - len(ads))
         if ads:
             draws = self._draws(len(ads))
             asks = [(a.spec.campaign_id, a.spec.daily_budget,

@@ -53,6 +53,8 @@ class AdSpec:
     daily_budget: float | None = None
     cap_day: int | None = None
     cap_week: int | None = None
+    cap_skip_uncounted: bool = False
+    """Not served to users without personalization consent (their impressions cannot be counted)."""
     sensitive: bool = False
     """True when the ad's category or a targeted one is sensitive (it never serves)."""
     keyword_words: tuple[tuple[str, frozenset[str]], ...] = field(init=False, repr=False, compare=False)

@@ -127,6 +127,9 @@ def _csv(values: tuple[str, ...]) -> list[str]:
 @click.option("--exclude", multiple=True, help="Excluded (brand-safety) category.")
 @click.option("--cap-day", type=int, help="Impressions per user per day.")
 @click.option("--cap-week", type=int, help="Impressions per user per week.")
+@click.option("--cap-skip-uncounted", is_flag=True,
+              help="Do not serve users without personalization consent (a cap cannot count them); "
+                   "default: serve them uncapped.")
 @click.option("--headline", help="Creative headline (creates creative '<id>-1').")
 @click.option("--body", default="", help="Creative body text.")
 @click.option("--landing-url", help="Creative landing URL (https).")
@@ -135,7 +138,8 @@ def _csv(values: tuple[str, ...]) -> list[str]:
 @click.pass_context
 def create(ctx: click.Context, file_: Path | None, campaign_id, advertiser, name, objective, status, start, end,
            daily_budget, lifetime_budget, currency, bid_strategy, bid_amount, category, keyword, scene, objects,
-           location, region, device, exclude, cap_day, cap_week, headline, body, landing_url, image_url, cta) -> None:
+           location, region, device, exclude, cap_day, cap_week, cap_skip_uncounted, headline, body, landing_url,
+           image_url, cta) -> None:
     """Create a campaign from options or from a YAML file (validated; see docs/campaigns.md)."""
     from campaigns import Campaign, load_yaml
 
@@ -166,7 +170,7 @@ def create(ctx: click.Context, file_: Path | None, campaign_id, advertiser, name
             "targeting": {"categories": _csv(category), "keywords": _csv(keyword), "scenes": _csv(scene),
                           "objects": _csv(objects), "location_categories": _csv(location), "regions": _csv(region),
                           "devices": _csv(device)},
-            "frequency_cap": {"per_day": cap_day, "per_week": cap_week},
+            "frequency_cap": {"per_day": cap_day, "per_week": cap_week, "skip_uncounted": cap_skip_uncounted},
             "excluded_categories": _csv(exclude),
             "creatives": ([{"id": f"{campaign_id}-1", "headline": headline, "body": body, "landing_url": landing_url or "",
                             "image_url": image_url, "call_to_action": cta}] if headline else []),

@@ -30,13 +30,30 @@ def test_migrations_run_on_open_and_are_idempotent(store_url):
 
     for _ in range(2):
         CampaignStore.open(store_url).close()
+    from campaigns._schema import metadata
+
     engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0003"
-        names = set(sa.inspect(conn).get_table_names())
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0004"
+        inspector = sa.inspect(conn)
+        names = set(inspector.get_table_names())
+        migrated = {t: {c["name"] for c in inspector.get_columns(t)} for t in metadata.tables}
     engine.dispose()
+    assert migrated == {t: {c.name for c in table.columns} for t, table in metadata.tables.items()}, \
+        "the migrations build the tables campaigns/_schema.py describes"
     assert {"advertisers", "campaigns", "creatives", "products", "audit_log", "store_versions", "spend_ledger",
             "pacing_writers"} <= names
+
+
+def test_a_cap_that_skips_uncounted_users_is_kept(store, acme, campaign_doc):
+    created = store.create_campaign(Campaign.from_doc(campaign_doc()), actor="alice")
+    assert not created.frequency_cap.skip_uncounted, "by default a cap's uncounted users are served"
+    capped = store.update_campaign("c1", {"frequency_cap.per_day": 3, "frequency_cap.skip_uncounted": True},
+                                   actor="bob")
+    assert (capped.frequency_cap.per_day, capped.frequency_cap.skip_uncounted) == (3, True)
+    assert store.get_campaign("c1").frequency_cap == capped.frequency_cap
+    with pytest.raises(ValidationError, match="skip_uncounted"):
+        store.update_campaign("c1", {"frequency_cap.per_day": None, "frequency_cap.per_week": None}, actor="bob")
 
 
 def test_campaign_crud_and_audit(store, acme, campaign_doc):

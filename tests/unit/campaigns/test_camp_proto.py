@@ -18,7 +18,7 @@ def test_campaign_proto_round_trip(campaign_doc):
         targeting={"scenes": ["gym"], "objects": ["running_shoe"], "keywords": ["marathon"],
                    "categories": ["sports"], "location_categories": ["retail"], "regions": ["DE-BE"],
                    "devices": ["phone"]},
-        frequency_cap={"per_week": 7},
+        frequency_cap={"per_week": 7, "skip_uncounted": True},
         excluded_categories=["health"],
         creatives=[{"id": "a", "headline": "H", "body": "B", "image_url": "https://img.example/a.png",
                     "landing_url": "https://shop.example/a", "call_to_action": "Learn more",

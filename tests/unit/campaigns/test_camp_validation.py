@@ -59,6 +59,8 @@ CASES = [
     ("cap_day_not_positive", "frequency_cap.per_day", 0, "frequency_cap.per_day", "set at least 1"),
     ("cap_week_below_day", "frequency_cap", {"per_day": 5, "per_week": 2}, "frequency_cap.per_week",
      "raise per_week to at least 5"),
+    ("skip_uncounted_without_cap", "frequency_cap", {"skip_uncounted": True}, "frequency_cap.skip_uncounted",
+     "set per_day or per_week, or drop skip_uncounted"),
     ("daypart_hours", "schedule.dayparting", [{"weekdays": [0], "start_hour": 20, "end_hour": 8}],
      "schedule.dayparting[0]", "use 0 <= start_hour < end_hour <= 24"),
     ("daypart_weekdays", "schedule.dayparting", [{"weekdays": [7], "start_hour": 8, "end_hour": 20}],

@@ -16,11 +16,12 @@ NOW = datetime.now(timezone.utc)
 
 
 class _Snapshots:
-    def __init__(self):
+    def __init__(self, frequency_cap: dict | None = None):
         camp = Campaign.from_doc({
             "id": "c1", "advertiser_id": "a1", "name": "c1", "status": "active",
             "schedule": {"start": (NOW - timedelta(days=1)).isoformat()}, "budget": {"daily": 100},
             "bid": {"strategy": "CPC", "amount": 1.0}, "targeting": {"categories": ["sports/running_shoes"]},
+            "frequency_cap": frequency_cap or {},
             "creatives": [{"id": "cr1", "headline": "Run", "landing_url": "https://x.example", "product_sku": "p1"}]})
         product = Product(sku="p1", title="Trail running shoes", brand="B", category="sports/running_shoes",
                           price=80.0, landing_url="https://x.example/p1")
@@ -259,3 +260,18 @@ def test_statistics_read_as_columns_score_as_the_dict_rows():
     no_stats = RecommendationServicer(settings=settings, snapshots=_Snapshots(), rankers=RegistryRankers(None),
                                       events=MemoryEventLog(), taxonomy=Taxonomy(), user_features=_Users(), seed=1)
     assert no_stats.Recommend(_req(), None).ads[0].pctr < fast.ads[0].pctr, "a 15 % CTR raises the pCTR"
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_capped_campaign_may_skip_the_users_its_cap_cannot_count(skip, tmp_path):
+    """Without personalization consent no impression is counted: a campaign capped at 3 a day
+    serves such users uncapped by default, or not at all with ``skip_uncounted``."""
+    settings = load_settings(env={}, data_dir=tmp_path)
+    s = RecommendationServicer(settings=settings, snapshots=_Snapshots({"per_day": 3, "skip_uncounted": skip}),
+                               rankers=RegistryRankers(None), events=MemoryEventLog(), taxonomy=Taxonomy(),
+                               user_features=_Users(), seed=1)
+    assert [a.campaign_id for a in s.Recommend(_req(), None).ads] == ["c1"], "a counted user: capped as usual"
+    anonymous = _req()
+    anonymous.consent.personalization = False
+    assert [a.campaign_id for a in s.Recommend(anonymous, None).ads] == ([] if skip else ["c1"])
+    assert s.stats().get("ads_capped_uncounted", 0) == (1 if skip else 0)
