@@ -102,7 +102,8 @@ def _mlp(sizes: list[int], final_relu: bool):
 def _quiet_fbgemm() -> None:
     """Ignore the DeprecationWarnings fbgemm_gpu 1.9 raises while torchrec imports it (two SSD
     optimizer lookups absent from the CPU build, a module it imports itself): a dozen lines
-    in every user's output with nothing to act on. Called before each first use of torchrec."""
+    in every user's output with nothing to act on. Called where a process first uses torchrec
+    (``build_ranker``, ``kjt_from_encoded``); training workers silence all warnings themselves."""
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"fbgemm_gpu(\.|$)")
@@ -217,7 +218,6 @@ class BatchSource:
         return self.enc.size
 
     def batch(self, a: int, b: int):
-        _quiet_fbgemm()
         import torch
         from torchrec import KeyedJaggedTensor
         from torchrec.datasets.utils import Batch
