@@ -216,17 +216,14 @@ class PacingBook:
                 entry = self._entry(campaign_id, int(day))
                 flushed = entry.own_spent - entry.unflushed
                 entry.ext_spent = max(0.0, spent.get(campaign_id, 0.0) - flushed)
-                if others is None:
-                    entry.state.spent = entry.own_spent + entry.ext_spent
-                    continue
-                theirs = others.get(campaign_id)
-                if theirs is None:
-                    entry.ext_issued = entry.ext_outstanding = entry.ext_var = 0.0
-                else:
+                theirs = None if others is None else others.get(campaign_id)
+                if theirs is not None:
                     entry.ext_issued, entry.ext_outstanding, entry.ext_var = (
                         theirs.issued, theirs.outstanding, theirs.outstanding_var)
                     if entry.state.rate is None and theirs.rate is not None:
                         entry.state.rate = theirs.rate
+                elif others is not None:             # none of the others has levels for it (any more)
+                    entry.ext_issued = entry.ext_outstanding = entry.ext_var = 0.0
                 entry.total()
 
     def status(self, campaign_id: str, t: float) -> PacerState | None:
